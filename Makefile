@@ -1,0 +1,45 @@
+# tokensync developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LOCAL ?= .local
+PYTEST_ARGS ?=
+
+.PHONY: venv binaries lint typecheck unit test cluster-up cluster-down run clean
+
+venv: $(VENV)/.installed
+
+# Pinned versions (constraints.txt) are what CI and the image install.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+# Builds etcd, kube-apiserver, kube-controller-manager and kubectl once per version
+# into ~/.cache/tokensync/bin (or uses $$KUBEBUILDER_ASSETS).
+binaries: venv
+	$(BIN)/python -m tokensync.devcluster binaries
+
+lint: venv
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test: venv binaries lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+cluster-up: binaries
+	@$(BIN)/python -m tokensync.devcluster --dir $(LOCAL) up --crds crds
+
+cluster-down: venv
+	@$(BIN)/python -m tokensync.devcluster --dir $(LOCAL) down
+
+clean:
+	rm -rf $(VENV) $(LOCAL) .mypy_cache .pytest_cache .ruff_cache
