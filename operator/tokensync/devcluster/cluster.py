@@ -46,7 +46,8 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """preexec_fn: the kernel kills this child the moment its parent dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -191,7 +192,7 @@ def _spawn(
     name: str, binary: Path, args: list[str], workdir: Path, tie_to_parent: bool
 ) -> Component:
     log = workdir / f"{name}.log"
-    preexec: Callable[[], None] | None = _die_with_parent if tie_to_parent else None
+    preexec: Callable[[], None] | None = die_with_parent if tie_to_parent else None
     with log.open("ab") as sink:
         process = subprocess.Popen(
             [str(binary), *args],

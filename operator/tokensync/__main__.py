@@ -1,0 +1,5 @@
+import sys
+
+from tokensync.cli import main
+
+sys.exit(main())

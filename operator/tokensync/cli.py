@@ -1,0 +1,159 @@
+"""``tokensync run`` and friends. Every option has an environment variable twin."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from tokensync import __version__
+from tokensync.config import OperatorConfig
+from tokensync.endpoints import EndpointPolicy, normalise_hosts
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_flag(name: str) -> bool:
+    return (_env(name) or "").strip().lower() in _TRUE
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"error: {name} must be an integer, got {raw!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokensync", description="Keeps SaaS API tokens fresh in Kubernetes Secrets."
+    )
+    parser.add_argument("--version", action="version", version=f"tokensync {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator against the current kubeconfig")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--all-namespaces",
+        action="store_true",
+        help="watch ProviderTokens in every namespace (default)",
+    )
+    scope.add_argument(
+        "--namespace",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="watch only this namespace; repeatable (env TOKENSYNC_NAMESPACES, comma-separated)",
+    )
+    run.add_argument(
+        "--allowed-hosts",
+        default=_env("TOKENSYNC_ALLOWED_HOSTS", ""),
+        metavar="HOST[,HOST...]",
+        help="extra endpoint hosts (host or host:port) ProviderTokens may use",
+    )
+    run.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=_env_flag("TOKENSYNC_ALLOW_INSECURE_HTTP"),
+        help="permit plain http:// endpoints (tests and development only)",
+    )
+    run.add_argument(
+        "--ca-file",
+        default=_env("TOKENSYNC_CA_FILE"),
+        metavar="PATH",
+        help="extra CA bundle for provider TLS",
+    )
+    run.add_argument("--metrics-port", type=int, default=_env_int("TOKENSYNC_METRICS_PORT", 8080))
+    run.add_argument("--health-port", type=int, default=_env_int("TOKENSYNC_HEALTH_PORT", 8081))
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=_env_int("TOKENSYNC_WORKERS", 32),
+        help="ProviderTokens processed at once",
+    )
+    run.add_argument(
+        "--operator-namespace",
+        default=_env("TOKENSYNC_OPERATOR_NAMESPACE", _env("POD_NAMESPACE", "tokensync-system")),
+        help="namespace of the operator's own Secret (the digest key)",
+    )
+    run.add_argument(
+        "--peering",
+        default=_env("TOKENSYNC_PEERING"),
+        metavar="NAME",
+        help="kopf peering name for several replicas (default: standalone)",
+    )
+    run.add_argument("--priority", type=int, default=_env_int("TOKENSYNC_PRIORITY", 0))
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env("TOKENSYNC_LOG_FORMAT", "text"),
+    )
+    run.add_argument("--log-level", default=_env("TOKENSYNC_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    if args.namespace:
+        namespaces = tuple(args.namespace)
+    elif not args.all_namespaces:
+        namespaces = tuple(n for n in (_env("TOKENSYNC_NAMESPACES") or "").split(",") if n)
+    return OperatorConfig(
+        namespaces=namespaces,
+        endpoints=EndpointPolicy(
+            allowed_hosts=normalise_hosts([args.allowed_hosts]),
+            allow_insecure_http=args.allow_insecure_http,
+        ),
+        ca_file=args.ca_file,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        workers=max(1, args.workers),
+        operator_namespace=args.operator_namespace,
+        peering=args.peering,
+        priority=args.priority,
+        log_format=args.log_format,
+        log_level=args.log_level.upper(),
+    )
+
+
+def _run(config: OperatorConfig) -> int:
+    import kopf
+    import prometheus_client
+
+    from tokensync import handlers  # noqa: F401 - registers the kopf handlers
+    from tokensync.logs import configure_logging
+
+    configure_logging(config.log_format, config.log_level)
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port)
+    kopf.run(
+        clusterwide=config.clusterwide,
+        namespaces=config.namespaces,
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        priority=config.priority,
+        liveness_endpoint=(
+            f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+        ),
+        memo=kopf.Memo(config=config),
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(config_from_args(args))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

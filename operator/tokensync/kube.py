@@ -1,0 +1,161 @@
+"""A small async Kubernetes client for the operator's own reads and writes.
+
+kopf watches; this writes Secrets, status and Events. It speaks JSON over one pooled
+httpx connection set and never blocks the event loop (the ``kubernetes`` client is
+synchronous; it is used here only to load the kubeconfig or in-cluster configuration,
+including token refresh through its ``refresh_api_key_hook``).
+docs/decisions/0002-operator-runtime.md says why.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server. The message never includes a request body."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    """409: AlreadyExists on create, or a resourceVersion conflict."""
+
+
+def load_configuration() -> k8s_client.Configuration:
+    """KUBECONFIG (or ~/.kube/config) when present, else the in-cluster service account."""
+    configuration = k8s_client.Configuration()
+    try:
+        k8s_config.load_kube_config(client_configuration=configuration)
+    except (k8s_config.ConfigException, FileNotFoundError):
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    return configuration
+
+
+class KubeApi:
+    def __init__(self, configuration: k8s_client.Configuration, *, timeout_s: float = 30.0):
+        self._configuration = configuration
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if configuration.cert_file and configuration.key_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        self._client = httpx.AsyncClient(
+            base_url=configuration.host,
+            verify=context,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            headers={"User-Agent": "tokensync", "Accept": "application/json"},
+            trust_env=False,
+        )
+
+    @classmethod
+    def from_environment(cls) -> KubeApi:
+        return cls(load_configuration())
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _auth_headers(self) -> dict[str, str]:
+        # Calls the refresh hook, so rotated service-account tokens are picked up.
+        value = self._configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+        return {"Authorization": value} if value else {}
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = self._auth_headers()
+        if json_body is not None:
+            headers["Content-Type"] = content_type
+        response = await self._client.request(
+            method, path, json=json_body, params=params, headers=headers
+        )
+        if response.status_code >= 400:
+            try:
+                status = response.json()
+                reason, message = str(status.get("reason", "")), str(status.get("message", ""))
+            except ValueError:
+                reason, message = "", response.text[:200]
+            error_type = {404: NotFound, 409: Conflict}.get(response.status_code, ApiError)
+            raise error_type(response.status_code, reason, message)
+        return response.json()
+
+    # Secrets
+    @staticmethod
+    def _secret_path(namespace: str, name: str | None = None) -> str:
+        base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
+        return f"{base}/{quote(name)}" if name else base
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            secret: dict[str, Any] = await self._request("GET", self._secret_path(namespace, name))
+        except NotFound:
+            return None
+        return secret
+
+    async def list_secrets(self, label_selector: str, namespace: str | None = None) -> list[Any]:
+        path = self._secret_path(namespace) if namespace else "/api/v1/secrets"
+        listing = await self._request("GET", path, params={"labelSelector": label_selector})
+        items: list[Any] = listing.get("items", [])
+        return items
+
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = await self._request(
+            "POST", self._secret_path(namespace), json_body=body
+        )
+        return created
+
+    async def patch_secret(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        patched: dict[str, Any] = await self._request(
+            "PATCH", self._secret_path(namespace, name), json_body=patch, content_type=MERGE_PATCH
+        )
+        return patched
+
+    # Custom resources
+    async def patch_status(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        path = (
+            f"/apis/{group}/{version}/namespaces/{quote(namespace)}/{plural}/{quote(name)}/status"
+        )
+        patched: dict[str, Any] = await self._request(
+            "PATCH", path, json_body=patch, content_type=MERGE_PATCH
+        )
+        return patched
+
+    # Events
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        await self._request(
+            "POST", f"/apis/events.k8s.io/v1/namespaces/{quote(namespace)}/events", json_body=body
+        )

@@ -1,0 +1,155 @@
+"""Typed, read-only views of a ProviderToken and of the Secrets around it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tokensync import names
+from tokensync.schedule import RefreshPolicy, parse_duration
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class SpecInvalid(Exception):
+    """The spec passed the CRD's schema but still cannot be served (message is safe)."""
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resource_version(body: Mapping[str, Any]) -> int:
+    """etcd revisions are integers; an unparsable one sorts first and never wins."""
+    try:
+        return int(body.get("metadata", {}).get("resourceVersion", -1))
+    except (TypeError, ValueError):
+        return -1
+
+
+@dataclass(frozen=True)
+class Status:
+    ready: str | None = None
+    reason: str | None = None
+    last_transition: str | None = None
+    observed_generation: int | None = None
+    expires_at: datetime | None = None
+    renewal_time: datetime | None = None
+    last_mint_time: datetime | None = None
+    failed_attempts: int = 0
+    last_renew_request: str | None = None
+
+    @classmethod
+    def parse(cls, status: Mapping[str, Any]) -> Status:
+        ready: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == names.READY), {}
+        )
+        generation = status.get("observedGeneration")
+        attempts = status.get("failedAttempts")
+        return cls(
+            ready=ready.get("status"),
+            reason=ready.get("reason"),
+            last_transition=ready.get("lastTransitionTime"),
+            observed_generation=generation if isinstance(generation, int) else None,
+            expires_at=parse_time(status.get("expiresAt")),
+            renewal_time=parse_time(status.get("renewalTime")),
+            last_mint_time=parse_time(status.get("lastMintTime")),
+            failed_attempts=attempts if isinstance(attempts, int) and attempts > 0 else 0,
+            last_renew_request=status.get("lastRenewRequest"),
+        )
+
+
+@dataclass(frozen=True)
+class ProviderTokenView:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    created: str
+    provider: str
+    provider_spec: Mapping[str, Any] = field(repr=False)
+    credentials_secret: str
+    target_secret: str
+    target_key: str
+    refresh: RefreshPolicy
+    fallback_lifetime: timedelta | None
+    renew_request: str | None
+    status: Status
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+
+def parse_provider_token(body: Mapping[str, Any]) -> ProviderTokenView:
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    providers = spec.get("provider") or {}
+    if len(providers) != 1:
+        raise SpecInvalid("spec.provider must name exactly one provider")
+    ((provider, provider_spec),) = providers.items()
+    refresh = spec.get("refresh") or {}
+    try:
+        renew_before = (
+            parse_duration(refresh["renewBefore"]) if refresh.get("renewBefore") else None
+        )
+        fallback = (
+            parse_duration(refresh["fallbackLifetime"]) if refresh.get("fallbackLifetime") else None
+        )
+    except ValueError as error:
+        raise SpecInvalid(f"spec.refresh: {error}") from None
+    target = spec.get("target") or {}
+    annotations = metadata.get("annotations") or {}
+    return ProviderTokenView(
+        namespace=metadata.get("namespace", ""),
+        name=metadata.get("name", ""),
+        uid=metadata.get("uid", ""),
+        generation=int(metadata.get("generation", 0)),
+        created=metadata.get("creationTimestamp", ""),
+        provider=provider,
+        provider_spec=provider_spec or {},
+        credentials_secret=(spec.get("credentialsRef") or {}).get("name", ""),
+        target_secret=target.get("name", ""),
+        target_key=target.get("key") or "token",
+        refresh=RefreshPolicy(
+            renew_before=renew_before,
+            renew_before_percentage=refresh.get("renewBeforePercentage"),
+        ),
+        fallback_lifetime=fallback,
+        renew_request=annotations.get(names.RENEW_ANNOTATION),
+        status=Status.parse(body.get("status") or {}),
+    )
+
+
+def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
+    """A Secret's ``data`` as text; values that are not UTF-8 are left out."""
+    decoded: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            decoded[key] = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
+            continue
+    return decoded
+
+
+def controller_uid(secret: Mapping[str, Any]) -> str | None:
+    for reference in (secret.get("metadata") or {}).get("ownerReferences") or []:
+        if reference.get("controller"):
+            return str(reference.get("uid"))
+    return None

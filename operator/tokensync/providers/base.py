@@ -1,0 +1,150 @@
+"""What every provider shares: the Token, the Provider protocol, errors, the registry.
+
+A provider turns (its spec block, the credentials) into a Token through one HTTP call
+(or two, with discovery). It never touches Kubernetes. Errors carry a ``reason`` for the
+``Ready`` condition, whether they are permanent, and a message that never contains a
+credential or token value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol
+
+from tokensync.endpoints import HttpClient
+
+
+@dataclass(frozen=True)
+class Token:
+    """A minted token. ``repr`` hides the value so it cannot slip into a log line."""
+
+    value: str = field(repr=False)
+    expires_at: datetime | None
+    minted_at: datetime
+
+    def __repr__(self) -> str:
+        return f"Token(expires_at={self.expires_at!r}, minted_at={self.minted_at!r})"
+
+
+@dataclass(frozen=True)
+class MintRequest:
+    """Everything a provider may use for one mint."""
+
+    spec: Mapping[str, Any]
+    credentials: Mapping[str, str] = field(repr=False)
+    http: HttpClient
+    now: datetime
+    fallback_lifetime: timedelta | None = None
+
+
+class Provider(Protocol):
+    """One module per provider implements this and registers itself."""
+
+    name: ClassVar[str]
+
+    def required_credentials(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        """Keys the credentials Secret must hold for this spec."""
+        ...
+
+    def token_url(self, spec: Mapping[str, Any]) -> tuple[str, bool]:
+        """The endpoint to call and whether it is the provider's official one."""
+        ...
+
+    async def mint(self, request: MintRequest) -> Token: ...
+
+
+class MintError(Exception):
+    """A mint failed. ``message`` is safe to show: no secret is ever put into it."""
+
+    reason: ClassVar[str] = "MintFailed"
+    permanent: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, retry_after: timedelta | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class InvalidCredentials(MintError):
+    reason = "InvalidCredentials"
+    permanent = True
+
+
+class UnauthorizedClient(MintError):
+    reason = "UnauthorizedClient"
+    permanent = True
+
+
+class InvalidScope(MintError):
+    reason = "InvalidScope"
+    permanent = True
+
+
+class UnsupportedGrantType(MintError):
+    reason = "UnsupportedGrantType"
+    permanent = True
+
+
+class InvalidRequest(MintError):
+    reason = "InvalidRequest"
+    permanent = True
+
+
+class EndpointNotAllowed(MintError):
+    """The endpoint's host or scheme is not permitted by the operator's configuration."""
+
+    reason = "EndpointNotAllowed"
+    permanent = True
+
+
+class CredentialsIncomplete(MintError):
+    reason = "CredentialsIncomplete"
+    permanent = True
+
+
+class ExpiryUnknown(MintError):
+    reason = "ExpiryUnknown"
+    permanent = True
+
+
+class ProviderUnavailable(MintError):
+    reason = "ProviderUnavailable"
+
+
+class RateLimited(MintError):
+    reason = "RateLimited"
+
+
+class InvalidResponse(MintError):
+    """The provider answered 2xx with something that is not a usable token."""
+
+    reason = "InvalidResponse"
+
+
+class TokenExpired(MintError):
+    """The provider handed out a token that is already expired (or nearly so)."""
+
+    reason = "TokenExpired"
+
+
+_REGISTRY: dict[str, Provider] = {}
+
+
+def register(provider: Provider) -> Provider:
+    if provider.name in _REGISTRY:
+        raise ValueError(f"provider {provider.name!r} is registered twice")
+    _REGISTRY[provider.name] = provider
+    return provider
+
+
+def get(name: str) -> Provider:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown provider {name!r}") from None
+
+
+def names() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))

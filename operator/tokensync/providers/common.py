@@ -1,0 +1,217 @@
+"""Token-endpoint plumbing every provider shares: the call, the answer, the error shapes."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+
+from tokensync.endpoints import EndpointRefused, HttpClient, HttpResponse, TransportFailure
+from tokensync.providers.base import (
+    EndpointNotAllowed,
+    ExpiryUnknown,
+    InvalidCredentials,
+    InvalidRequest,
+    InvalidResponse,
+    InvalidScope,
+    MintError,
+    ProviderUnavailable,
+    RateLimited,
+    Token,
+    TokenExpired,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+
+# A token with less life than this left on arrival is useless: refused, not written.
+MIN_USEFUL_LIFETIME = timedelta(seconds=2)
+_MAX_DESCRIPTION = 200
+
+OAUTH_ERRORS: Mapping[str, type[MintError]] = {
+    "invalid_client": InvalidCredentials,
+    "invalid_grant": InvalidCredentials,
+    "unauthorized_client": UnauthorizedClient,
+    "invalid_scope": InvalidScope,
+    "unsupported_grant_type": UnsupportedGrantType,
+    "invalid_request": InvalidRequest,
+}
+
+
+async def call(
+    http: HttpClient,
+    method: str,
+    url: str,
+    *,
+    official: bool,
+    **kwargs: Any,
+) -> HttpResponse:
+    """One request, with configuration refusals and transport failures as MintErrors."""
+    try:
+        return await http.request(method, url, official=official, **kwargs)
+    except EndpointRefused as refused:
+        raise EndpointNotAllowed(str(refused)) from None
+    except TransportFailure as failure:
+        raise ProviderUnavailable(f"token endpoint unreachable: {failure}") from None
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Remove any secret value a provider may echo back, and bound the length."""
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_DESCRIPTION else text[: _MAX_DESCRIPTION - 1] + "…"
+
+
+def retry_after(headers: Mapping[str, str], now: datetime) -> timedelta | None:
+    """``Retry-After`` as seconds or as an HTTP date; absent or unparsable gives None."""
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    raw = raw.strip()
+    if raw.isdigit():
+        return timedelta(seconds=int(raw))
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when - now, timedelta(0))
+
+
+def json_object(response: HttpResponse) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(response.body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def classify_failure(
+    response: HttpResponse,
+    now: datetime,
+    secrets: Iterable[str],
+) -> MintError:
+    """Map a non-2xx answer to an error, by the OAuth2 ``error`` code before the status."""
+    status = response.status
+    wait = retry_after(response.headers, now)
+    if status == 429:
+        return RateLimited("provider answered 429 Too Many Requests", retry_after=wait)
+    body = json_object(response) or {}
+    code = body.get("error")
+    if isinstance(code, str) and code in OAUTH_ERRORS:
+        description = body.get("error_description")
+        detail = f": {redact(description, secrets)}" if isinstance(description, str) else ""
+        return OAUTH_ERRORS[code](f"provider answered {status} {code}{detail}")
+    if status >= 500:
+        return ProviderUnavailable(f"provider answered {status}", retry_after=wait)
+    if status == 401:
+        return InvalidCredentials("provider answered 401 Unauthorized")
+    if status == 403:
+        return InvalidCredentials("provider answered 403 Forbidden")
+    if 300 <= status < 400:
+        return ProviderUnavailable(f"provider answered a {status} redirect, which is not followed")
+    if isinstance(code, str):
+        return InvalidRequest(f"provider answered {status} {redact(code, secrets)}")
+    return InvalidRequest(f"provider answered {status}")
+
+
+def jwt_expiry(token: str) -> datetime | None:
+    """The ``exp`` claim of a JWT, read without verifying (we are not its audience)."""
+    if token.count(".") != 2:
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        return None
+    try:
+        return datetime.fromtimestamp(exp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _expires_in(value: object) -> timedelta | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value) and 0 < value < 10**9:
+        return timedelta(seconds=value)
+    return None
+
+
+def expiry(
+    *,
+    now: datetime,
+    expires_in: object,
+    token: str,
+    provider_default: timedelta | None,
+    fallback: timedelta | None,
+) -> datetime:
+    """``expires_in``, else the JWT ``exp``, else the provider's default, else the fallback."""
+    lifetime = _expires_in(expires_in)
+    if lifetime is not None:
+        return now + lifetime
+    from_jwt = jwt_expiry(token)
+    if from_jwt is not None:
+        return from_jwt
+    if provider_default is not None:
+        return now + provider_default
+    if fallback is not None:
+        return now + fallback
+    raise ExpiryUnknown(
+        "the provider gave no expires_in and the token is not a JWT: "
+        "set spec.refresh.fallbackLifetime"
+    )
+
+
+def token_from_success(
+    response: HttpResponse,
+    *,
+    now: datetime,
+    token_field: str = "access_token",
+    provider_default: timedelta | None = None,
+    fallback: timedelta | None = None,
+    never_expires: bool = False,
+) -> tuple[Token, dict[str, Any]]:
+    """Parse a 2xx token answer; returns the Token and the whole JSON body for extras."""
+    body = json_object(response)
+    if body is None:
+        kind = response.headers.get("content-type", "unknown content type").split(";")[0]
+        raise InvalidResponse(f"provider answered {response.status} with a non-JSON body ({kind})")
+    value = body.get(token_field)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidResponse(f"provider answered {response.status} without a {token_field}")
+    token_type = body.get("token_type")
+    if token_type is not None and not isinstance(token_type, str):
+        raise InvalidResponse("provider answered a token_type that is not a string")
+    if never_expires:
+        return Token(value=value, expires_at=None, minted_at=now), body
+    expires_at = expiry(
+        now=now,
+        expires_in=body.get("expires_in"),
+        token=value,
+        provider_default=provider_default,
+        fallback=fallback,
+    )
+    if expires_at - now < MIN_USEFUL_LIFETIME:
+        raise TokenExpired("provider handed out a token that is already expired")
+    return Token(value=value, expires_at=expires_at, minted_at=now), body
+
+
+def check_success(response: HttpResponse, now: datetime, secrets: Iterable[str]) -> HttpResponse:
+    if 200 <= response.status < 300:
+        return response
+    raise classify_failure(response, now, secrets)

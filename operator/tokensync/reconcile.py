@@ -1,0 +1,529 @@
+"""What to do for one ProviderToken: a pure decision, then the writes it calls for.
+
+``decide`` looks at the ProviderToken, its target Secret and the credentials' digest and
+says mint, rewrite, wait or refuse. ``Reconciler`` gathers those observations, carries
+out the decision with one Secret write and one status write per mint, and returns when
+the token wants attention next.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from tokensync import names
+from tokensync.endpoints import HttpClient
+from tokensync.events import EventRecorder, ObjectRef
+from tokensync.kube import ApiError, Conflict
+from tokensync.model import (
+    ProviderTokenView,
+    SpecInvalid,
+    format_time,
+    parse_provider_token,
+)
+from tokensync.providers import base as providers
+from tokensync.providers.base import MintError, MintRequest, Token
+from tokensync.schedule import renewal_time, retry_delay
+from tokensync.secrets import DigestKey, TargetState, credentials, target_secret, target_state
+
+logger = logging.getLogger("tokensync.reconcile")
+
+# A held token this close to expiry is not worth writing back; mint instead.
+_MIN_HELD_LIFETIME = timedelta(seconds=2)
+# After a failed Secret or status write, try again this soon (the token is in hand).
+_WRITE_RETRY = timedelta(seconds=2)
+
+
+class Cause(StrEnum):
+    INITIAL = "Initial"
+    SPEC_CHANGED = "SpecChanged"
+    RENEW_REQUESTED = "RenewRequested"
+    CREDENTIALS_CHANGED = "CredentialsChanged"
+    SECRET_MISSING = "SecretMissing"
+    SECRET_DRIFTED = "SecretDrifted"
+    EXPIRED = "Expired"
+    SCHEDULED = "Scheduled"
+    RETRY = "Retry"
+
+
+@dataclass(frozen=True)
+class Mint:
+    cause: Cause
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """Write the token we hold again (the Secret was deleted or edited, or a write failed)."""
+
+    cause: Cause
+
+
+@dataclass(frozen=True)
+class Wait:
+    until: datetime | None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    error: MintError
+
+
+Decision = Mint | Rewrite | Wait | Refuse
+
+
+class TargetConflict(MintError):
+    reason = "TargetConflict"
+    permanent = True
+
+
+class CredentialsNotFound(MintError):
+    reason = "CredentialsNotFound"
+
+
+class ProviderNotSupported(MintError):
+    reason = "ProviderNotSupported"
+    permanent = True
+
+
+class InvalidSpec(MintError):
+    reason = "InvalidSpec"
+    permanent = True
+
+
+def _held_usable(held: Token | None, renewal: datetime | None, now: datetime) -> bool:
+    if held is None:
+        return False
+    if held.expires_at is not None and held.expires_at - now < _MIN_HELD_LIFETIME:
+        return False
+    return renewal is None or renewal > now
+
+
+def decide(
+    view: ProviderTokenView,
+    target: TargetState | None,
+    credentials_digest: str,
+    attempted_digest: str | None,
+    held: Token | None,
+    now: datetime,
+) -> Decision:
+    """The one place that says why a token is minted. Pure: same inputs, same answer."""
+    status = view.status
+    if target is not None and target.owner_uid != view.uid:
+        owner = "another ProviderToken" if target.owner_uid else "nothing tokensync manages"
+        return Refuse(
+            TargetConflict(
+                f"Secret {view.target_secret} already exists and belongs to {owner}; "
+                "choose another spec.target.name or delete that Secret"
+            )
+        )
+    if status.observed_generation is None:
+        return Mint(Cause.INITIAL)
+    if view.renew_request is not None and view.renew_request != status.last_renew_request:
+        return Mint(Cause.RENEW_REQUESTED)
+    if status.observed_generation != view.generation:
+        return Mint(Cause.SPEC_CHANGED)
+    known_digest = attempted_digest or (target.credentials_digest if target else None)
+    if known_digest is not None and known_digest != credentials_digest:
+        return Mint(Cause.CREDENTIALS_CHANGED)
+    renewal = status.renewal_time
+    if status.ready != "True":
+        if renewal is None or renewal <= now:
+            return Mint(Cause.RETRY)
+        if target is None and _held_usable(held, None, now):
+            return Rewrite(Cause.SECRET_MISSING)
+        return Wait(renewal)
+    if target is None or not target.token_intact or not target.managed:
+        cause = Cause.SECRET_MISSING if target is None else Cause.SECRET_DRIFTED
+        return Rewrite(cause) if _held_usable(held, renewal, now) else Mint(cause)
+    if target.expires_at is not None and target.expires_at <= now:
+        return Mint(Cause.EXPIRED)
+    if renewal is not None and renewal <= now:
+        return Mint(Cause.SCHEDULED)
+    return Wait(renewal)
+
+
+class SecretSource(Protocol):
+    async def target(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    async def credentials(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def remember(self, secret: Mapping[str, Any]) -> None: ...
+
+
+class Writer(Protocol):
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def patch_secret(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def patch_status(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+    ) -> dict[str, Any]: ...
+
+
+@dataclass
+class Memory:
+    """Per-token state that lives only in this process (nothing secret is persisted)."""
+
+    held: Token | None = None
+    attempted_digest: str | None = None
+
+
+def ready_condition(
+    view: ProviderTokenView, ready: bool, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    status = "True" if ready else "False"
+    unchanged = view.status.ready == status and view.status.last_transition
+    return {
+        "type": names.READY,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": view.generation,
+        "lastTransitionTime": view.status.last_transition if unchanged else format_time(now),
+    }
+
+
+def _ref(view: ProviderTokenView) -> ObjectRef:
+    return ObjectRef(namespace=view.namespace, name=view.name, uid=view.uid)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        kube: Writer,
+        secrets: SecretSource,
+        http: HttpClient,
+        digest: DigestKey,
+        events: EventRecorder,
+        clock: Callable[[], datetime],
+        jitter: Callable[[], float],
+    ) -> None:
+        self._kube = kube
+        self._secrets = secrets
+        self._http = http
+        self._digest = digest
+        self._events = events
+        self._clock = clock
+        self._jitter = jitter
+        # Told about every status this reconciler writes, so the next look sees it.
+        self.on_status: Callable[[Mapping[str, Any]], None] = lambda body: None
+        self._memory: dict[tuple[str, str], Memory] = {}
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self._memory.pop(key, None)
+
+    async def reconcile(self, body: Mapping[str, Any]) -> datetime | None:
+        """Bring one ProviderToken up to date; returns when to look at it again."""
+        try:
+            view = parse_provider_token(body)
+        except SpecInvalid as invalid:
+            logger.warning("invalid spec %s", _describe(body))
+            await self._patch_invalid(body, str(invalid))
+            return None
+        memory = self._memory.setdefault(view.key, Memory())
+        now = self._clock()
+        try:
+            provider = providers.get(view.provider)
+        except KeyError:
+            unsupported = ProviderNotSupported(f"provider {view.provider!r} is not supported")
+            return await self._fail(view, None, unsupported)
+        target_body = await self._secrets.target(view.namespace, view.target_secret)
+        target = target_state(target_body, view, self._digest) if target_body else None
+        try:
+            creds = await self._read_credentials(view, provider)
+        except MintError as error:
+            return await self._fail(view, target, error)
+        digest = self._digest.of_mapping(creds)
+        decision = decide(view, target, digest, memory.attempted_digest, memory.held, now)
+        match decision:
+            case Wait(until=until):
+                return until
+            case Refuse(error=refusal):
+                return await self._fail(view, target, refusal)
+            case Rewrite(cause=cause):
+                assert memory.held is not None
+                return await self._write(view, memory.held, digest, cause, memory)
+            case Mint(cause=cause):
+                return await self._mint(view, provider, creds, digest, cause, target, memory)
+
+    async def _read_credentials(
+        self, view: ProviderTokenView, provider: providers.Provider
+    ) -> dict[str, str]:
+        secret = await self._secrets.credentials(view.namespace, view.credentials_secret)
+        if secret is None:
+            raise CredentialsNotFound(
+                f"credentials Secret {view.credentials_secret} not found in namespace "
+                f"{view.namespace}"
+            )
+        return credentials(secret, provider.required_credentials(view.provider_spec))
+
+    async def _mint(
+        self,
+        view: ProviderTokenView,
+        provider: providers.Provider,
+        creds: dict[str, str],
+        digest: str,
+        cause: Cause,
+        target: TargetState | None,
+        memory: Memory,
+    ) -> datetime | None:
+        memory.attempted_digest = digest
+        started = time.perf_counter()
+        try:
+            token = await provider.mint(
+                MintRequest(
+                    spec=view.provider_spec,
+                    credentials=creds,
+                    http=self._http,
+                    now=self._clock(),
+                    fallback_lifetime=view.fallback_lifetime,
+                )
+            )
+        except MintError as error:
+            logger.warning(
+                "mint failed %s/%s provider=%s cause=%s reason=%s duration=%.3fs",
+                view.namespace,
+                view.name,
+                view.provider,
+                cause,
+                error.reason,
+                time.perf_counter() - started,
+            )
+            return await self._fail(view, target, error, attempted=True)
+        memory.held = token
+        return await self._write(
+            view, token, digest, cause, memory, duration=time.perf_counter() - started
+        )
+
+    async def _write(
+        self,
+        view: ProviderTokenView,
+        token: Token,
+        digest: str,
+        cause: Cause,
+        memory: Memory,
+        duration: float | None = None,
+    ) -> datetime | None:
+        desired = target_secret(view, token, digest, self._digest)
+        try:
+            written = await self._write_secret(view, desired)
+        except TargetConflict as conflict:
+            return await self._fail(view, None, conflict)
+        except ApiError as error:
+            logger.warning(
+                "secret write failed %s/%s status=%s; retrying",
+                view.namespace,
+                view.name,
+                error.status,
+            )
+            return self._clock() + _WRITE_RETRY
+        self._secrets.remember(written)
+        now = self._clock()
+        renewal = renewal_time(token.minted_at, token.expires_at, view.refresh, self._jitter())
+        expiry_text = format_time(token.expires_at) or "never"
+        message = (
+            f"token valid until {expiry_text}; next renewal at {format_time(renewal)}"
+            if renewal
+            else "token does not expire; minted again only when the spec or credentials change"
+        )
+        patch = {
+            "status": {
+                "provider": view.provider,
+                "observedGeneration": view.generation,
+                "expiresAt": format_time(token.expires_at),
+                "renewalTime": format_time(renewal),
+                "lastMintTime": format_time(token.minted_at),
+                "failedAttempts": 0,
+                "lastRenewRequest": view.renew_request,
+                "conditions": [ready_condition(view, True, "Minted", message, now)],
+            }
+        }
+        if not await self._patch_status(view, patch):
+            return now + _WRITE_RETRY
+        if duration is not None:
+            logger.info(
+                "minted %s/%s provider=%s cause=%s duration=%.3fs expires=%s next_renewal=%s",
+                view.namespace,
+                view.name,
+                view.provider,
+                cause,
+                duration,
+                expiry_text,
+                format_time(renewal) or "none",
+            )
+        await self._announce(view, cause, message)
+        return renewal
+
+    async def _announce(self, view: ProviderTokenView, cause: Cause, message: str) -> None:
+        """Events on transitions only: a healthy token renewing on schedule stays quiet."""
+        if cause in (Cause.SCHEDULED,) and view.status.ready == "True":
+            return
+        reason = {
+            Cause.CREDENTIALS_CHANGED: "CredentialsChanged",
+            Cause.SECRET_MISSING: "SecretRestored",
+            Cause.SECRET_DRIFTED: "SecretRestored",
+        }.get(cause, "Minted")
+        note = {
+            Cause.INITIAL: "minted the first token",
+            Cause.SPEC_CHANGED: "spec changed: minted a new token",
+            Cause.RENEW_REQUESTED: "renewal requested through tokensync.dev/renew",
+            Cause.CREDENTIALS_CHANGED: "credentials changed: minted a new token",
+            Cause.SECRET_MISSING: "target Secret was missing: restored",
+            Cause.SECRET_DRIFTED: "target Secret was edited: restored",
+            Cause.EXPIRED: "token had expired: minted a new one",
+            Cause.RETRY: "recovered: minted a new token",
+            Cause.SCHEDULED: "recovered: minted a new token",
+        }[cause]
+        await self._events.record(_ref(view), "Normal", reason, f"{note}; {message}")
+
+    async def _write_secret(
+        self, view: ProviderTokenView, desired: dict[str, Any]
+    ) -> dict[str, Any]:
+        existing = await self._secrets.target(view.namespace, view.target_secret)
+        if existing is None:
+            try:
+                return await self._kube.create_secret(view.namespace, desired)
+            except Conflict:
+                # It exists but is not in our cache (not labelled): look before touching it.
+                existing = await self._kube.get_secret(view.namespace, view.target_secret)
+                if existing is None:
+                    raise
+                state = target_state(existing, view, self._digest)
+                if state.owner_uid != view.uid:
+                    raise TargetConflict(
+                        f"Secret {view.target_secret} already exists and is not owned by "
+                        "this ProviderToken; choose another spec.target.name or delete it"
+                    ) from None
+        patch = {"metadata": desired["metadata"], "data": desired["data"], "type": "Opaque"}
+        patch["metadata"] = {
+            k: v for k, v in desired["metadata"].items() if k not in ("name", "namespace")
+        }
+        return await self._kube.patch_secret(view.namespace, view.target_secret, patch)
+
+    async def _fail(
+        self,
+        view: ProviderTokenView,
+        target: TargetState | None,
+        error: MintError,
+        *,
+        attempted: bool = False,
+    ) -> datetime | None:
+        """Report a failure and say when to try again. The Secret is never touched here.
+
+        A failure found before any request (credentials missing, a conflict) that is
+        already reported, for the same generation, with its retry still ahead, is not
+        written again: our own status write triggers a new look, and that look must not
+        write once more.
+        """
+        now = self._clock()
+        status = view.status
+        if (
+            not attempted
+            and status.ready == "False"
+            and status.reason == error.reason
+            and status.observed_generation == view.generation
+            and status.last_renew_request == view.renew_request
+            and status.renewal_time is not None
+            and status.renewal_time > now
+        ):
+            return status.renewal_time
+        attempts = view.status.failed_attempts + 1
+        remaining = target.expires_at - now if target is not None and target.expires_at else None
+        delay = retry_delay(
+            attempts,
+            permanent=error.permanent,
+            jitter=self._jitter(),
+            retry_after=error.retry_after,
+            remaining_lifetime=remaining,
+        )
+        next_try = now + delay
+        kept = (
+            f"; the last good token stays in the Secret until {format_time(target.expires_at)}"
+            if target is not None and target.expires_at and target.expires_at > now
+            else ""
+        )
+        message = f"{error.message}{kept}; next attempt at {format_time(next_try)}"
+        patch = {
+            "status": {
+                "provider": view.provider,
+                "observedGeneration": view.generation,
+                "renewalTime": format_time(next_try),
+                "failedAttempts": attempts,
+                "lastRenewRequest": view.renew_request,
+                "conditions": [ready_condition(view, False, error.reason, message, now)],
+            }
+        }
+        transition = view.status.ready != "False" or view.status.reason != error.reason
+        if not await self._patch_status(view, patch):
+            return now + _WRITE_RETRY
+        if transition:
+            event_reason = "MintFailed" if not isinstance(error, TargetConflict) else error.reason
+            await self._events.record(
+                _ref(view), "Warning", event_reason, f"{error.reason}: {message}"
+            )
+        return next_try
+
+    async def _patch_status(self, view: ProviderTokenView, patch: Mapping[str, Any]) -> bool:
+        try:
+            patched = await self._kube.patch_status(
+                names.GROUP, names.VERSION, names.PLURAL, view.namespace, view.name, patch
+            )
+        except ApiError as error:
+            logger.warning(
+                "status write failed %s/%s status=%s", view.namespace, view.name, error.status
+            )
+            return False
+        self.on_status(patched)
+        return True
+
+    async def _patch_invalid(self, body: Mapping[str, Any], message: str) -> None:
+        metadata = body.get("metadata") or {}
+        patch = {
+            "status": {
+                "observedGeneration": metadata.get("generation"),
+                "conditions": [
+                    {
+                        "type": names.READY,
+                        "status": "False",
+                        "reason": InvalidSpec.reason,
+                        "message": message,
+                        "observedGeneration": metadata.get("generation"),
+                        "lastTransitionTime": format_time(self._clock()),
+                    }
+                ],
+            }
+        }
+        try:
+            patched = await self._kube.patch_status(
+                names.GROUP,
+                names.VERSION,
+                names.PLURAL,
+                metadata.get("namespace", ""),
+                metadata.get("name", ""),
+                patch,
+            )
+        except ApiError:
+            return None
+        self.on_status(patched)
+        return None
+
+
+def _describe(body: Mapping[str, Any]) -> str:
+    metadata = body.get("metadata") or {}
+    return f"{metadata.get('namespace')}/{metadata.get('name')}"

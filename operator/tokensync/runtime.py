@@ -1,0 +1,103 @@
+"""Assembles the running operator: clients, the digest key, the reconciler, the controller."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import secrets as stdlib_secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tokensync import names
+from tokensync.config import OperatorConfig
+from tokensync.controller import Controller, SecretCache
+from tokensync.endpoints import HttpClient
+from tokensync.events import EventRecorder
+from tokensync.kube import Conflict, KubeApi
+from tokensync.model import decode_secret_data
+from tokensync.providers import load_all
+from tokensync.reconcile import Reconciler
+from tokensync.secrets import DigestKey
+
+logger = logging.getLogger(__name__)
+
+_DIGEST_KEY_FIELD = "key"
+
+
+async def load_digest_key(kube: KubeApi, namespace: str, name: str) -> DigestKey:
+    """The HMAC key lives in a Secret of the operator's namespace; made once, then kept.
+
+    It must outlive restarts: a new key would make every digest look changed and
+    re-mint every token.
+    """
+    secret = await kube.get_secret(namespace, name)
+    if secret is None:
+        fresh = base64.b64encode(stdlib_secrets.token_bytes(32)).decode("ascii")
+        try:
+            secret = await kube.create_secret(
+                namespace,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": name,
+                        "labels": {"app.kubernetes.io/part-of": "tokensync"},
+                    },
+                    "type": "Opaque",
+                    "stringData": {_DIGEST_KEY_FIELD: fresh},
+                },
+            )
+        except Conflict:
+            secret = await kube.get_secret(namespace, name)
+        logger.info("digest key Secret %s/%s created", namespace, name)
+    if secret is None:
+        raise RuntimeError(f"digest key Secret {namespace}/{name} vanished while reading it")
+    encoded = decode_secret_data(secret).get(_DIGEST_KEY_FIELD, "")
+    return DigestKey(base64.b64decode(encoded))
+
+
+async def preload_secrets(kube: KubeApi, cache: SecretCache, config: OperatorConfig) -> None:
+    """Fill the cache before the first ProviderToken is looked at.
+
+    After a restart, a ProviderToken event may arrive before the Secret watch has shown
+    its target; without this one labelled LIST the operator would think the Secret gone
+    and mint a token it does not need.
+    """
+    scopes: tuple[str | None, ...] = config.namespaces or (None,)
+    for namespace in scopes:
+        for secret in await kube.list_secrets(names.SECRET_WATCH_SELECTOR, namespace):
+            cache.observe(None, secret)
+    logger.info("cached %d labelled Secrets before watching", len(cache))
+
+
+@dataclass
+class Runtime:
+    kube: KubeApi
+    http: HttpClient
+    controller: Controller
+
+    @classmethod
+    async def create(cls, config: OperatorConfig) -> Runtime:
+        load_all()
+        kube = KubeApi.from_environment()
+        http = HttpClient(config.endpoints, ca_file=config.ca_file)
+        digest = await load_digest_key(kube, config.operator_namespace, config.digest_key_secret)
+        secrets = SecretCache(kube)
+        await preload_secrets(kube, secrets, config)
+        reconciler = Reconciler(
+            kube=kube,
+            secrets=secrets,
+            http=http,
+            digest=digest,
+            events=EventRecorder(kube),
+            clock=lambda: datetime.now(UTC),
+            jitter=random.random,
+        )
+        controller = Controller(reconciler, secrets, workers=config.workers)
+        return cls(kube=kube, http=http, controller=controller)
+
+    async def close(self) -> None:
+        await self.controller.stop()
+        await self.http.close()
+        await self.kube.close()

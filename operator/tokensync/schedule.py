@@ -1,0 +1,110 @@
+"""Pure timing: when to renew, how long to wait before a retry. No I/O, no clock reads.
+
+Callers pass ``now`` and a ``jitter`` drawn from [0, 1), so every decision is a plain
+function of its inputs and can be table-tested.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# The kubelet refreshes mounted Secrets on its sync period plus its cache TTL: about one
+# to two minutes. A token renewed later than that before expiry may reach a Pod too late.
+KUBELET_PROPAGATION_MARGIN = timedelta(seconds=90)
+# cert-manager's rule: renew when a third of the lifetime remains.
+DEFAULT_REMAINING_FRACTION = 1 / 3
+# Jitter only ever moves a renewal earlier, by at most this share of the wait, capped.
+JITTER_FRACTION = 0.05
+JITTER_CAP = timedelta(seconds=30)
+
+TRANSIENT_BASE = timedelta(seconds=2)
+TRANSIENT_CAP = timedelta(minutes=5)
+PERMANENT_BASE = timedelta(minutes=5)
+PERMANENT_CAP = timedelta(hours=1)
+MIN_RETRY = timedelta(seconds=1)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Go-style durations as the CRD accepts them: ``90s``, ``2m``, ``1h30m``, ``500ms``."""
+    if not _DURATION.match(text):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 2m, 1h30m)")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    """``spec.refresh``: at most one of the two may be set (the CRD enforces it)."""
+
+    renew_before: timedelta | None = None
+    renew_before_percentage: int | None = None
+
+
+def renew_before(lifetime: timedelta, policy: RefreshPolicy) -> timedelta:
+    """How long before expiry the next mint is due, never more than 90% of the lifetime."""
+    if policy.renew_before is not None:
+        wanted = policy.renew_before
+    elif policy.renew_before_percentage is not None:
+        wanted = lifetime * (policy.renew_before_percentage / 100)
+    else:
+        wanted = max(
+            lifetime * DEFAULT_REMAINING_FRACTION,
+            min(KUBELET_PROPAGATION_MARGIN, lifetime / 2),
+        )
+    # A renewal at the mint itself would loop; keep at least a tenth of the lifetime in use.
+    return min(wanted, lifetime * 0.9)
+
+
+def renewal_time(
+    minted_at: datetime,
+    expires_at: datetime | None,
+    policy: RefreshPolicy,
+    jitter: float,
+) -> datetime | None:
+    """When the next mint is due; ``None`` for a token that never expires."""
+    if expires_at is None:
+        return None
+    lifetime = expires_at - minted_at
+    if lifetime <= timedelta(0):
+        return minted_at
+    due = expires_at - renew_before(lifetime, policy)
+    wait = due - minted_at
+    spread = min(wait * JITTER_FRACTION, JITTER_CAP)
+    return due - spread * _unit(jitter)
+
+
+def retry_delay(
+    attempt: int,
+    *,
+    permanent: bool,
+    jitter: float,
+    retry_after: timedelta | None = None,
+    remaining_lifetime: timedelta | None = None,
+) -> timedelta:
+    """Delay before retry number ``attempt`` (1-based) of a failed mint.
+
+    Transient failures back off exponentially with jitter, honour ``Retry-After``, and
+    are bounded so that a retry still comes while the current token is valid (half the
+    remaining lifetime at most). Permanent failures (bad credentials) are retried slowly,
+    not bounded by the token's life: hammering a locked account keeps it locked.
+    """
+    base, cap = (PERMANENT_BASE, PERMANENT_CAP) if permanent else (TRANSIENT_BASE, TRANSIENT_CAP)
+    exponent = min(max(attempt, 1) - 1, 20)
+    backoff = min(base * (2**exponent), cap)
+    # Equal jitter: between half and all of the backoff, so retries spread but never vanish.
+    delay = backoff / 2 + (backoff / 2) * _unit(jitter)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    if not permanent and remaining_lifetime is not None and remaining_lifetime > timedelta(0):
+        delay = min(delay, remaining_lifetime / 2)
+    return delay if delay > MIN_RETRY else MIN_RETRY
+
+
+def _unit(jitter: float) -> float:
+    return min(max(jitter, 0.0), 1.0)

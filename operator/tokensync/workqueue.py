@@ -1,0 +1,124 @@
+"""One timer and a bounded pool of workers for every ProviderToken.
+
+Each key is due at one time at most; scheduling it again moves it. A key is never
+processed by two workers at once: one that becomes due while it runs is run again
+right after. Thousands of tokens cost one sleeping task, not one task each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+Clock = Callable[[], float]
+
+logger = logging.getLogger(__name__)
+
+# Sleep in slices no longer than this, so a wall-clock jump is noticed soon enough.
+_MAX_SLEEP_S = 5.0
+
+
+class WorkQueue(Generic[K]):
+    def __init__(
+        self,
+        handler: Callable[[K], Awaitable[None]],
+        *,
+        workers: int,
+        clock: Clock = time.time,
+    ) -> None:
+        self._handler = handler
+        self._workers = workers
+        self._clock = clock
+        self._due: dict[K, float] = {}
+        self._heap: list[tuple[float, int, K]] = []
+        self._sequence = itertools.count()
+        self._ready: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._running: set[K] = set()
+        self._rerun: set[K] = set()
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._timer(), name="workqueue-timer"))
+        for index in range(self._workers):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"workqueue-{index}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def due_at(self, key: K) -> float | None:
+        return self._due.get(key)
+
+    def enqueue(self, key: K) -> None:
+        """Process ``key`` as soon as a worker is free."""
+        self._due.pop(key, None)
+        self._make_ready(key)
+
+    def schedule(self, key: K, at: float | None) -> None:
+        """Process ``key`` at wall-clock time ``at``; ``None`` forgets its timer."""
+        if at is None:
+            self._due.pop(key, None)
+            return
+        if at <= self._clock():
+            self.enqueue(key)
+            return
+        self._due[key] = at
+        heapq.heappush(self._heap, (at, next(self._sequence), key))
+        if self._heap[0][2] == key:
+            self._wakeup.set()
+
+    def forget(self, key: K) -> None:
+        self._due.pop(key, None)
+        self._rerun.discard(key)
+
+    def _make_ready(self, key: K) -> None:
+        if key in self._running:
+            self._rerun.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._ready.put_nowait(key)
+
+    async def _timer(self) -> None:
+        while True:
+            now = self._clock()
+            while self._heap and self._heap[0][0] <= now:
+                at, _, key = heapq.heappop(self._heap)
+                if self._due.get(key) == at:
+                    del self._due[key]
+                    self._make_ready(key)
+            delay = self._heap[0][0] - now if self._heap else _MAX_SLEEP_S
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=min(delay, _MAX_SLEEP_S))
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._ready.get()
+            self._queued.discard(key)
+            self._running.add(key)
+            try:
+                await self._handler(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The handler reports its own failures; this only keeps the worker alive.
+                logger.exception("unexpected error while processing %s", key)
+            finally:
+                self._running.discard(key)
+            if key in self._rerun:
+                self._rerun.discard(key)
+                self._make_ready(key)

@@ -1,0 +1,58 @@
+"""The operator under test: a real `tokensync run` process with the shipped RBAC."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from support.cluster import REPO
+from tokensync.devcluster.cluster import die_with_parent
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, log_path: Path, args: list[str]) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONPATH": str(REPO / "operator"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        with self.log_path.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tokensync", "run", *self.args],
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=die_with_parent,
+            )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, exactly like an OOM kill or a node loss."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
