@@ -41,5 +41,12 @@ cluster-up: binaries
 cluster-down: venv
 	@$(BIN)/python -m tokensync.devcluster --dir $(LOCAL) down
 
+# The operator in the foreground: against $$KUBECONFIG (or ~/.kube/config) when set,
+# else against the cluster of `make cluster-up`, else a local control plane of its own.
+# Extra operator options: make run ARGS="--namespace team-a".
+ARGS ?=
+run: binaries
+	@$(BIN)/python -m tokensync.devcluster --dir $(LOCAL) run -- $(ARGS)
+
 clean:
 	rm -rf $(VENV) $(LOCAL) .mypy_cache .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ other, and read back every request and every token it issued.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import threading
@@ -49,12 +50,12 @@ class ClientBehaviour:
 
 
 class FakeOAuth2Server:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._lock = threading.Lock()
         self.clients: dict[str, ClientBehaviour] = {}
         self.issued: list[Issued] = []
         self.requests: list[Recorded] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -201,3 +202,25 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
         return None
     client_id, _, secret = decoded.partition(":")
     return unquote(client_id), unquote(secret)
+
+
+def main() -> None:
+    """``python tests/fakes/oauth2_server.py --port 9400 --client demo:demo-secret``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A fake OAuth2 token endpoint on loopback.")
+    parser.add_argument("--port", type=int, default=9400)
+    parser.add_argument("--client", action="append", default=[], metavar="ID:SECRET")
+    parser.add_argument("--expires-in", type=int, default=300)
+    args = parser.parse_args()
+    server = FakeOAuth2Server(port=args.port)
+    for pair in args.client or ["demo:demo-secret"]:
+        client_id, _, secret = pair.partition(":")
+        server.add_client(client_id, secret, expires_in=args.expires_in)
+    print(f"fake OAuth2 token endpoint: {server.token_url}", flush=True)
+    with server, contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

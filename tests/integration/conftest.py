@@ -30,21 +30,23 @@ def operator_logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("operator-logs")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def oauth2_server() -> Iterator[FakeOAuth2Server]:
     with FakeOAuth2Server() as server:
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def operator(
     operator_kubeconfig_path: Path,
     operator_logs_dir: Path,
     oauth2_server: FakeOAuth2Server,
-    request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
-    """`tokensync run` as its ServiceAccount (deploy/rbac), allowed to reach the fake."""
-    log = operator_logs_dir / f"{request.module.__name__}.log"
+    """`tokensync run` as its ServiceAccount (deploy/rbac), allowed to reach the fakes.
+
+    One for the whole run; a test that kills it starts it again.
+    """
+    log = operator_logs_dir / "operator.log"
     process = OperatorProcess(
         operator_kubeconfig_path,
         log,

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from support.cluster import REPO, service_account_kubeconfig
+from support.cluster import REPO
 from support.waiting import wait_for
 from tokensync.devcluster.cluster import ControlPlane
 from tokensync.devcluster.versions import KUBERNETES_VERSION
@@ -174,8 +174,8 @@ def test_rbac_is_enforced_for_an_account_without_bindings(
     namespace = _namespace(api_client)
     core = client.CoreV1Api(api_client)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "nobody"}})
-    kubeconfig = service_account_kubeconfig(
-        control_plane, namespace, "nobody", tmp_path / "nobody.kubeconfig"
+    kubeconfig = control_plane.service_account_kubeconfig(
+        namespace, "nobody", tmp_path / "nobody.kubeconfig"
     )
     from kubernetes import config
 
@@ -215,6 +215,7 @@ def test_operator_account_gets_exactly_the_shipped_rbac(
             return bool(review.status.allowed)
 
         assert allowed("watch", "providertokens", "tokensync.dev")
+        assert not allowed("get", "providertokens", "tokensync.dev")
         assert allowed("patch", "providertokens", "tokensync.dev", "status")
         assert allowed("create", "secrets")
         assert not allowed("delete", "secrets")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tokensync.devcluster.build import BuildError, ensure_binaries
-from tokensync.devcluster.cluster import ControlPlaneError, start, stop_detached
+from tokensync.devcluster.cluster import ControlPlaneError, attach, start, stop_detached
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -35,6 +38,55 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configured_kubeconfig() -> str | None:
+    explicit = os.environ.get("KUBECONFIG")
+    if explicit:
+        return explicit
+    default = Path.home() / ".kube" / "config"
+    return str(default) if default.exists() else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``make run``: the operator against your cluster, or against a local one."""
+    operator_args = [a for a in args.operator_args if a != "--"]
+    command = [sys.executable, "-m", "tokensync", "run", *operator_args]
+    configured = _configured_kubeconfig()
+    if configured:
+        print(f"running tokensync against the cluster of {configured}", file=sys.stderr)
+        return subprocess.call(command)
+    local: Path = args.dir.resolve()
+    plane = attach(local / "cluster")
+    owned = plane is None
+    if plane is None:
+        print("no cluster configured: starting a local control plane", file=sys.stderr)
+        plane = start(local / "cluster-run", crd_dir=args.crds)
+    else:
+        plane.install_crds(args.crds)
+    try:
+        plane.kubectl("apply", "-k", str(args.rbac))
+        operator_kubeconfig = plane.service_account_kubeconfig(
+            "tokensync-system", "tokensync", local / "operator.kubeconfig"
+        )
+        admin = local / "kubeconfig"
+        if plane.admin_kubeconfig != admin:
+            shutil.copy2(plane.admin_kubeconfig, admin)
+        print(
+            f"local control plane at {plane.server}; in another shell:\n"
+            f"  export KUBECONFIG={admin}\n"
+            "the operator runs as its ServiceAccount with deploy/rbac, allowing loopback "
+            "endpoints over http (development only)",
+            file=sys.stderr,
+        )
+        env = {**os.environ, "KUBECONFIG": str(operator_kubeconfig)}
+        local_args = ["--allowed-hosts", "127.0.0.1,localhost", "--allow-insecure-http"]
+        with contextlib.suppress(KeyboardInterrupt):
+            return subprocess.call([*command, *local_args], env=env)
+        return 0
+    finally:
+        if owned:
+            plane.stop()
+
+
 def _binaries(_: argparse.Namespace) -> int:
     binaries = ensure_binaries()
     for name in ("etcd", "kube_apiserver", "kube_controller_manager", "kubectl"):
@@ -53,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("binaries", help="build (if needed) and print the binaries").set_defaults(
         run=_binaries
     )
+    run = commands.add_parser(
+        "run", help="run the operator; with no cluster configured, on a local control plane"
+    )
+    run.add_argument("--crds", type=Path, default=Path("crds"))
+    run.add_argument("--rbac", type=Path, default=Path("deploy/rbac"))
+    run.add_argument("operator_args", nargs=argparse.REMAINDER, help="passed to tokensync run")
+    run.set_defaults(run=_run)
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

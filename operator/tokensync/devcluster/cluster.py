@@ -129,6 +129,20 @@ class ControlPlane:
             f"--timeout={timeout_s}s",
         )
 
+    def service_account_kubeconfig(
+        self, namespace: str, account: str, path: Path, duration: str = "24h"
+    ) -> Path:
+        """A kubeconfig for ``namespace/account`` with a token from the TokenRequest API."""
+        token = self.kubectl("create", "token", account, "-n", namespace, f"--duration={duration}")
+        return write_kubeconfig(
+            path,
+            server=self.server,
+            ca_pem=self.ca_cert.read_bytes(),
+            user=f"{namespace}-{account}",
+            token=token.strip(),
+            namespace=namespace,
+        )
+
     def stop(self) -> None:
         # Clients first, storage last: the API server flushes nothing after etcd is gone.
         for component in reversed(self.components):
@@ -169,6 +183,29 @@ def _terminate(component: Component) -> None:
         os.kill(component.pid, signal.SIGKILL)
     if component.process is not None:
         component.process.wait()
+
+
+def attach(workdir: Path, binaries: Binaries | None = None) -> ControlPlane | None:
+    """The detached cluster recorded in ``workdir``, if all its processes still run."""
+    state_path = workdir / STATE_FILE
+    if not state_path.exists():
+        return None
+    state = json.loads(state_path.read_text())
+    components = [
+        Component(name=c["name"], binary=Path(c["binary"]), pid=c["pid"], log=Path(c["log"]))
+        for c in state["components"]
+    ]
+    if len(components) != 3 or not all(c.alive() for c in components):
+        return None
+    return ControlPlane(
+        workdir=workdir,
+        binaries=binaries or ensure_binaries(),
+        server=state["server"],
+        admin_kubeconfig=Path(state["kubeconfig"]),
+        ca_cert=workdir / "pki" / "ca.crt",
+        etcd_endpoint="",
+        components=components,
+    )
 
 
 def stop_detached(workdir: Path) -> list[str]:

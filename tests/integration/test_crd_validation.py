@@ -1,0 +1,111 @@
+"""A bad ProviderToken is refused by `kubectl apply` with a message that says what is wrong."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from support.objects import Cluster, provider_token
+
+VALID = provider_token(
+    "valid",
+    provider={"oauth2": {"tokenUrl": "https://idp.example.com/token"}},
+    credentials="creds",
+    target="out",
+)
+
+
+def variant(change: dict[str, Any]) -> dict[str, Any]:
+    manifest = copy.deepcopy(VALID)
+    manifest["metadata"]["name"] = "candidate"
+    manifest["spec"].update(change)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: Cluster) -> str:
+    return cluster.namespace("crd")
+
+
+REFUSED = [
+    (
+        "two providers",
+        {"provider": {"podero": {}, "basiq": {}}},
+        "must name exactly one provider",
+    ),
+    ("no provider", {"provider": {}}, "must name exactly one provider"),
+    (
+        "renewBefore and a percentage",
+        {"refresh": {"renewBefore": "2m", "renewBeforePercentage": 33}},
+        "set renewBefore or renewBeforePercentage, not both",
+    ),
+    ("not a duration", {"refresh": {"renewBefore": "5 minutes"}}, "must be a duration"),
+    ("zero duration", {"refresh": {"renewBefore": "0s"}}, "must be between 1s and 8760h"),
+    ("percentage too high", {"refresh": {"renewBeforePercentage": 99}}, "less than or equal to 95"),
+    (
+        "CLIENT_ACCESS without a user",
+        {"provider": {"basiq": {"scope": "CLIENT_ACCESS"}}},
+        "basiq.userId is required when scope is CLIENT_ACCESS",
+    ),
+    (
+        "oauth2 without an endpoint",
+        {"provider": {"oauth2": {"scope": "x"}}},
+        "oauth2 needs exactly one of tokenUrl or issuerUrl",
+    ),
+    (
+        "an endpoint that is not http(s)",
+        {"provider": {"oauth2": {"tokenUrl": "file:///etc/passwd"}}},
+        "must be an absolute http(s) URL",
+    ),
+    (
+        "an unknown microshare environment",
+        {"provider": {"microshare": {"environment": "staging"}}},
+        'Unsupported value: "staging"',
+    ),
+    (
+        "the target is the credentials Secret",
+        {"target": {"name": "creds"}},
+        "spec.target.name must differ from spec.credentialsRef.name",
+    ),
+    (
+        "a credentials Secret in another namespace",
+        {"credentialsRef": {"name": "creds", "namespace": "kube-system"}},
+        'unknown field "spec.credentialsRef.namespace"',
+    ),
+    (
+        "a target in another namespace",
+        {"target": {"name": "out", "namespace": "kube-system"}},
+        'unknown field "spec.target.namespace"',
+    ),
+    ("a Secret name that is not a name", {"target": {"name": "Bad_Name"}}, "spec.target.name"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"), [(c, m) for _, c, m in REFUSED], ids=[i for i, _, _ in REFUSED]
+)
+def test_bad_provider_tokens_are_refused_with_a_clear_message(
+    cluster: Cluster, namespace: str, change: dict[str, Any], message: str
+) -> None:
+    manifest = variant(change)
+    manifest["metadata"]["namespace"] = namespace
+    output = cluster.apply_refused(manifest)
+    assert message in output, output
+    assert cluster.token(namespace, "candidate") is None
+
+
+def test_a_good_provider_token_is_accepted_with_defaults(cluster: Cluster, namespace: str) -> None:
+    manifest = copy.deepcopy(VALID)
+    manifest["metadata"]["namespace"] = namespace
+    cluster.apply(manifest)
+    stored = cluster.token(namespace, "valid")
+    assert stored is not None
+    assert stored["spec"]["target"]["key"] == "token"
+    oauth2 = stored["spec"]["provider"]["oauth2"]
+    assert oauth2["grantType"] == "client_credentials"
+    assert oauth2["clientAuth"] == "client_secret_basic"
+    output = cluster.plane.kubectl("get", "ptk", "-n", namespace, "-o", "wide")
+    header = output.splitlines()[0].split()
+    assert header == ["NAME", "PROVIDER", "READY", "REASON", "EXPIRES", "RENEWS", "AGE"]

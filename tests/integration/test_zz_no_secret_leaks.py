@@ -1,0 +1,40 @@
+"""Runs last: everything the suite made the operator say must be free of secrets.
+
+Scans the operator's logs (exception texts included), every Event and every
+ProviderToken status in the cluster for each credential and token value the fake
+providers ever handed out or accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fakes.oauth2_server import FakeOAuth2Server
+from support.objects import GROUP, PLURAL, VERSION, Cluster
+
+
+def test_no_credential_or_token_value_anywhere(
+    cluster: Cluster, oauth2_server: FakeOAuth2Server, operator_logs_dir: Path
+) -> None:
+    secrets = {value for value in oauth2_server.every_secret() if len(value) >= 8}
+    assert len(secrets) > 20, "the suite should have produced tokens to look for"
+
+    logs = "\n".join(p.read_text(errors="replace") for p in operator_logs_dir.glob("*.log"))
+    assert "minted" in logs, "the operator logs should have been captured"
+    events = cluster.events_api.list_event_for_all_namespaces().items
+    assert events, "the suite should have produced Events"
+    event_text = "\n".join(f"{e.reason} {e.note}" for e in events)
+    tokens = cluster.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+    status_text = json.dumps([t.get("status") for t in tokens])
+
+    for where, text in (("logs", logs), ("events", event_text), ("status", status_text)):
+        leaked = [s[:6] + "…" for s in secrets if s in text]
+        assert not leaked, f"secret values found in {where}: {leaked}"
+
+
+def test_the_shipped_rbac_was_enough(operator_logs_dir: Path) -> None:
+    """The operator ran with deploy/rbac only; not one request of its was refused."""
+    logs = "\n".join(p.read_text(errors="replace") for p in operator_logs_dir.glob("*.log"))
+    assert "minted" in logs
+    assert "forbidden" not in logs.lower()

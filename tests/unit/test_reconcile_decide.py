@@ -1,0 +1,208 @@
+"""Why a token is minted: the pure decision, one row per situation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tokensync.model import format_time, parse_provider_token
+from tokensync.providers.base import Token
+from tokensync.reconcile import Cause, Mint, Refuse, Rewrite, Wait, decide
+from tokensync.secrets import TargetState
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+UID = "uid-1"
+DIGEST = "hmac-sha256:current"
+
+
+def view(
+    *,
+    generation: int = 2,
+    observed: int | None = 2,
+    ready: str = "True",
+    renewal: datetime | None = NOW + timedelta(minutes=10),
+    renew_annotation: str | None = None,
+    last_renew: str | None = None,
+) -> Any:
+    status: dict[str, Any] = {}
+    if observed is not None:
+        status = {
+            "observedGeneration": observed,
+            "renewalTime": format_time(renewal),
+            "lastRenewRequest": last_renew,
+            "conditions": [{"type": "Ready", "status": ready, "reason": "X"}],
+        }
+    annotations = {"tokensync.dev/renew": renew_annotation} if renew_annotation else {}
+    return parse_provider_token(
+        {
+            "metadata": {
+                "namespace": "ns",
+                "name": "pt",
+                "uid": UID,
+                "generation": generation,
+                "annotations": annotations,
+            },
+            "spec": {
+                "provider": {"oauth2": {"tokenUrl": "https://idp.example/token"}},
+                "credentialsRef": {"name": "creds"},
+                "target": {"name": "out"},
+            },
+            "status": status,
+        }
+    )
+
+
+def target(
+    *,
+    owner: str | None = UID,
+    intact: bool = True,
+    managed: bool = True,
+    digest: str | None = DIGEST,
+    expires: datetime | None = NOW + timedelta(minutes=30),
+) -> TargetState:
+    return TargetState(
+        owner_uid=owner,
+        managed=managed,
+        token_intact=intact,
+        credentials_digest=digest,
+        expires_at=expires,
+    )
+
+
+HELD = Token(value="v", expires_at=NOW + timedelta(minutes=30), minted_at=NOW)
+
+CASES = [
+    ("healthy and not due", view(), target(), None, None, Wait(NOW + timedelta(minutes=10))),
+    ("never minted", view(observed=None), None, None, None, Mint(Cause.INITIAL)),
+    (
+        "due",
+        view(renewal=NOW - timedelta(seconds=1)),
+        target(),
+        None,
+        None,
+        Mint(Cause.SCHEDULED),
+    ),
+    ("spec changed", view(generation=3), target(), None, None, Mint(Cause.SPEC_CHANGED)),
+    (
+        "renew requested",
+        view(renew_annotation="a"),
+        target(),
+        None,
+        None,
+        Mint(Cause.RENEW_REQUESTED),
+    ),
+    (
+        "renew request already honoured",
+        view(renew_annotation="a", last_renew="a"),
+        target(),
+        None,
+        None,
+        Wait(NOW + timedelta(minutes=10)),
+    ),
+    (
+        "credentials changed since the Secret was written",
+        view(),
+        target(digest="hmac-sha256:old"),
+        None,
+        None,
+        Mint(Cause.CREDENTIALS_CHANGED),
+    ),
+    (
+        "credentials unchanged since the last failed attempt: no hot loop",
+        view(ready="False"),
+        target(digest="hmac-sha256:old"),
+        DIGEST,
+        None,
+        Wait(NOW + timedelta(minutes=10)),
+    ),
+    (
+        "Secret deleted, valid token held: rewrite it",
+        view(),
+        None,
+        None,
+        HELD,
+        Rewrite(Cause.SECRET_MISSING),
+    ),
+    ("Secret deleted, nothing held: mint", view(), None, None, None, Mint(Cause.SECRET_MISSING)),
+    (
+        "Secret edited: rewrite",
+        view(),
+        target(intact=False),
+        None,
+        HELD,
+        Rewrite(Cause.SECRET_DRIFTED),
+    ),
+    (
+        "Secret lost its labels: rewrite",
+        view(),
+        target(managed=False),
+        None,
+        HELD,
+        Rewrite(Cause.SECRET_DRIFTED),
+    ),
+    (
+        "held token about to expire is not written back",
+        view(),
+        None,
+        None,
+        Token(value="v", expires_at=NOW + timedelta(seconds=1), minted_at=NOW),
+        Mint(Cause.SECRET_MISSING),
+    ),
+    (
+        "failed, retry not yet due",
+        view(ready="False"),
+        target(),
+        None,
+        None,
+        Wait(NOW + timedelta(minutes=10)),
+    ),
+    (
+        "failed, retry due",
+        view(ready="False", renewal=NOW),
+        target(),
+        None,
+        None,
+        Mint(Cause.RETRY),
+    ),
+    (
+        "token in the Secret expired",
+        view(),
+        target(expires=NOW - timedelta(seconds=1)),
+        None,
+        None,
+        Mint(Cause.EXPIRED),
+    ),
+    ("never expires", view(renewal=None), target(expires=None), None, None, Wait(None)),
+]
+
+
+@pytest.mark.parametrize(
+    ("situation", "pt", "secret", "attempted", "held", "expected"),
+    CASES,
+    ids=[case[0] for case in CASES],
+)
+def test_decide(
+    situation: str,
+    pt: Any,
+    secret: TargetState | None,
+    attempted: str | None,
+    held: Token | None,
+    expected: object,
+) -> None:
+    assert decide(pt, secret, DIGEST, attempted, held, NOW) == expected
+
+
+@pytest.mark.parametrize("owner", ["someone-else", None])
+def test_a_secret_owned_by_another_is_refused(owner: str | None) -> None:
+    decision = decide(view(), target(owner=owner), DIGEST, None, HELD, NOW)
+    assert isinstance(decision, Refuse)
+    assert decision.error.reason == "TargetConflict"
+    assert "out" in decision.error.message
+
+
+def test_token_repr_never_shows_the_value() -> None:
+    token = Token(value="super-secret-value", expires_at=None, minted_at=NOW)
+    assert "super-secret-value" not in repr(token)
+    assert "super-secret-value" not in str(token)

@@ -1,0 +1,129 @@
+"""The pure timing functions, table by table, with an injected clock and jitter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tokensync.schedule import (
+    PERMANENT_CAP,
+    TRANSIENT_CAP,
+    RefreshPolicy,
+    parse_duration,
+    renew_before,
+    renewal_time,
+    retry_delay,
+)
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+S = timedelta(seconds=1)
+M = timedelta(minutes=1)
+H = timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", 90 * S),
+        ("2m", 2 * M),
+        ("1h30m", 90 * M),
+        ("500ms", S / 2),
+        ("1.5h", 90 * M),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "5", "1d", "-1s", "1h 2m", "s", "1.s"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "policy", "before"),
+    [
+        # Default: a third of the lifetime, at least the kubelet margin when it fits.
+        (H, RefreshPolicy(), 20 * M),
+        (10 * H, RefreshPolicy(), timedelta(seconds=12000)),
+        (300 * S, RefreshPolicy(), 100 * S),  # Keycloak's 5 minutes
+        (180 * S, RefreshPolicy(), 90 * S),  # margin beats the third
+        (6 * S, RefreshPolicy(), 3 * S),  # margin capped at half of a tiny lifetime
+        (H, RefreshPolicy(renew_before=2 * M), 2 * M),
+        (H, RefreshPolicy(renew_before_percentage=50), 30 * M),
+        # Never more than 90% of the lifetime: a renewal at the mint would loop.
+        (H, RefreshPolicy(renew_before=2 * H), 54 * M),
+        (H, RefreshPolicy(renew_before_percentage=95), 54 * M),
+    ],
+)
+def test_renew_before(lifetime: timedelta, policy: RefreshPolicy, before: timedelta) -> None:
+    assert renew_before(lifetime, policy) == before
+
+
+def test_renewal_time_without_jitter_is_expiry_minus_margin() -> None:
+    assert renewal_time(T0, T0 + H, RefreshPolicy(), jitter=0.0) == T0 + 40 * M
+
+
+def test_jitter_only_moves_renewal_earlier_and_is_bounded() -> None:
+    latest = renewal_time(T0, T0 + H, RefreshPolicy(), jitter=0.0)
+    earliest = renewal_time(T0, T0 + H, RefreshPolicy(), jitter=1.0)
+    assert latest is not None and earliest is not None
+    assert earliest < latest
+    assert latest - earliest == 30 * S  # 5% of 40 min is 2 min, capped at 30 s
+    short = renewal_time(T0, T0 + 300 * S, RefreshPolicy(), jitter=1.0)
+    assert short == T0 + 200 * S - 10 * S  # 5% of the 200 s wait
+
+
+def test_renewal_time_for_a_token_that_never_expires() -> None:
+    assert renewal_time(T0, None, RefreshPolicy(), jitter=0.5) is None
+
+
+def test_renewal_time_for_an_expired_token_is_now() -> None:
+    assert renewal_time(T0, T0 - S, RefreshPolicy(), jitter=0.5) == T0
+
+
+@pytest.mark.parametrize(
+    ("attempt", "jitter", "expected"),
+    [
+        (1, 0.0, 1 * S),
+        (1, 1.0, 2 * S),
+        (2, 1.0, 4 * S),
+        (3, 0.5, 6 * S),
+        (20, 1.0, TRANSIENT_CAP),
+        (200, 1.0, TRANSIENT_CAP),
+    ],
+)
+def test_transient_backoff(attempt: int, jitter: float, expected: timedelta) -> None:
+    assert retry_delay(attempt, permanent=False, jitter=jitter) == expected
+
+
+def test_transient_retry_honours_retry_after() -> None:
+    assert retry_delay(1, permanent=False, jitter=0.0, retry_after=30 * S) == 30 * S
+
+
+def test_transient_retry_always_comes_before_the_token_expires() -> None:
+    delay = retry_delay(
+        10, permanent=False, jitter=1.0, retry_after=10 * M, remaining_lifetime=60 * S
+    )
+    assert delay == 30 * S
+
+
+def test_retry_is_never_zero() -> None:
+    assert retry_delay(1, permanent=False, jitter=0.0, remaining_lifetime=S / 10) == S
+
+
+@pytest.mark.parametrize(
+    ("attempt", "jitter", "expected"),
+    [(1, 1.0, 5 * M), (1, 0.0, 150 * S), (2, 1.0, 10 * M), (10, 1.0, PERMANENT_CAP)],
+)
+def test_permanent_failures_are_retried_slowly(
+    attempt: int, jitter: float, expected: timedelta
+) -> None:
+    assert retry_delay(attempt, permanent=True, jitter=jitter) == expected
+
+
+def test_permanent_retry_is_not_pulled_in_by_the_token_lifetime() -> None:
+    # A locked account stays locked if hammered: slow even when the token is about to go.
+    assert retry_delay(1, permanent=True, jitter=1.0, remaining_lifetime=10 * S) == 5 * M

@@ -1,0 +1,117 @@
+"""The work queue: one timer, bounded workers, one run per key at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tokensync.workqueue import WorkQueue
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, float]] = []
+        self.active: set[str] = set()
+        self.overlap = False
+        self.changed = asyncio.Condition()
+        self.gate: asyncio.Event | None = None
+        self.started = asyncio.Event()
+
+    async def handle(self, key: str) -> None:
+        if key in self.active:
+            self.overlap = True
+        self.active.add(key)
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        self.active.discard(key)
+        async with self.changed:
+            self.runs.append((key, time.time()))
+            self.changed.notify_all()
+
+    async def until(self, count: int, timeout_s: float = 5.0) -> None:
+        async with self.changed:
+            await asyncio.wait_for(
+                self.changed.wait_for(lambda: len(self.runs) >= count), timeout_s
+            )
+
+
+async def test_enqueued_key_runs() -> None:
+    recorder = Recorder()
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=2)
+    queue.start()
+    queue.enqueue("a")
+    await recorder.until(1)
+    await queue.stop()
+    assert [k for k, _ in recorder.runs] == ["a"]
+
+
+async def test_scheduled_key_runs_at_its_time_not_before() -> None:
+    recorder = Recorder()
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=2)
+    queue.start()
+    due = time.time() + 0.2
+    queue.schedule("a", due)
+    assert queue.due_at("a") == due
+    await recorder.until(1)
+    await queue.stop()
+    assert recorder.runs[0][1] >= due
+    assert recorder.runs[0][1] - due < 0.5
+
+
+async def test_rescheduling_moves_the_due_time() -> None:
+    recorder = Recorder()
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=1)
+    queue.start()
+    queue.schedule("a", time.time() + 3600)
+    queue.schedule("a", time.time() + 0.05)
+    await recorder.until(1)
+    await queue.stop()
+    assert len(queue) == 0
+
+
+async def test_forget_cancels_the_timer() -> None:
+    recorder = Recorder()
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=1)
+    queue.start()
+    queue.schedule("gone", time.time() + 0.05)
+    queue.forget("gone")
+    queue.schedule("kept", time.time() + 0.1)
+    await recorder.until(1)
+    await queue.stop()
+    assert [k for k, _ in recorder.runs] == ["kept"]
+
+
+async def test_a_key_never_runs_twice_at_once_and_reruns_after() -> None:
+    recorder = Recorder()
+    recorder.gate = asyncio.Event()
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=4)
+    queue.start()
+    queue.enqueue("a")
+    await asyncio.wait_for(recorder.started.wait(), 5)
+    queue.enqueue("a")
+    queue.enqueue("a")
+    recorder.gate.set()
+    await recorder.until(2)
+    await queue.stop()
+    assert not recorder.overlap
+    assert [k for k, _ in recorder.runs] == ["a", "a"]
+
+
+async def test_a_failing_handler_does_not_stop_the_workers() -> None:
+    calls: list[str] = []
+    done = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        calls.append(key)
+        if key == "bad":
+            raise RuntimeError("boom")
+        done.set()
+
+    queue: WorkQueue[str] = WorkQueue(handle, workers=1)
+    queue.start()
+    queue.enqueue("bad")
+    queue.enqueue("good")
+    await asyncio.wait_for(done.wait(), 5)
+    await queue.stop()
+    assert calls == ["bad", "good"]
