@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCAL ?= .local
 PYTEST_ARGS ?=
 
-.PHONY: venv binaries lint typecheck unit test cluster-up cluster-down run clean
+.PHONY: venv binaries lint typecheck unit test cluster-up cluster-down run fake-oauth2 clean
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ cluster-down: venv
 ARGS ?=
 run: binaries
 	@$(BIN)/python -m tokensync.devcluster --dir $(LOCAL) run -- $(ARGS)
+
+# A fake OAuth2 token endpoint on 127.0.0.1:9400 (client demo / demo-secret) for trying
+# examples/oauth2-client-credentials.yaml against `make run`.
+fake-oauth2: venv
+	PYTHONPATH=tests $(BIN)/python -m fakes.oauth2_server --port 9400 --client demo:demo-secret
 
 clean:
 	rm -rf $(VENV) $(LOCAL) .mypy_cache .pytest_cache .ruff_cache

@@ -55,9 +55,9 @@ class SecretCache:
     def remember(self, secret: Mapping[str, Any]) -> None:
         self.observe("MODIFIED", secret)
 
-    async def target(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        # Every Secret tokensync writes carries the role label, so the watch holds it.
-        # One that exists unlabelled is found by the 409 on create, then inspected.
+    async def labelled(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        # Every Secret tokensync writes (target, provider state) carries the role label,
+        # so the watch holds it. One that exists unlabelled is found by the 409 on create.
         return self._items.get((namespace, name))
 
     async def credentials(self, namespace: str, name: str) -> Mapping[str, Any] | None:

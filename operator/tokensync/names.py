@@ -13,6 +13,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 ROLE_LABEL = "tokensync.dev/role"
 ROLE_TOKEN = "token"
 ROLE_CREDENTIALS = "credentials"
+ROLE_STATE = "state"
 SECRET_WATCH_SELECTOR = ROLE_LABEL
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

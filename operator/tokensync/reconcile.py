@@ -8,6 +8,7 @@ the token wants attention next.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,13 +24,24 @@ from tokensync.kube import ApiError, Conflict
 from tokensync.model import (
     ProviderTokenView,
     SpecInvalid,
+    controller_uid,
     format_time,
     parse_provider_token,
 )
 from tokensync.providers import base as providers
 from tokensync.providers.base import MintError, MintRequest, Token
 from tokensync.schedule import renewal_time, retry_delay
-from tokensync.secrets import DigestKey, TargetState, credentials, target_secret, target_state
+from tokensync.secrets import (
+    DigestKey,
+    TargetState,
+    credentials,
+    provider_state,
+    state_secret,
+    state_secret_name,
+    target_secret,
+    target_state,
+)
+from tokensync.sharing import SharedMints
 
 logger = logging.getLogger("tokensync.reconcile")
 
@@ -148,7 +160,7 @@ def decide(
 
 
 class SecretSource(Protocol):
-    async def target(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+    async def labelled(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
     async def credentials(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
@@ -224,6 +236,7 @@ class Reconciler:
         # Told about every status this reconciler writes, so the next look sees it.
         self.on_status: Callable[[Mapping[str, Any]], None] = lambda body: None
         self._memory: dict[tuple[str, str], Memory] = {}
+        self._shared = SharedMints()
 
     def forget(self, key: tuple[str, str]) -> None:
         self._memory.pop(key, None)
@@ -243,7 +256,7 @@ class Reconciler:
         except KeyError:
             unsupported = ProviderNotSupported(f"provider {view.provider!r} is not supported")
             return await self._fail(view, None, unsupported)
-        target_body = await self._secrets.target(view.namespace, view.target_secret)
+        target_body = await self._secrets.labelled(view.namespace, view.target_secret)
         target = target_state(target_body, view, self._digest) if target_body else None
         try:
             creds = await self._read_credentials(view, provider)
@@ -285,16 +298,27 @@ class Reconciler:
     ) -> datetime | None:
         memory.attempted_digest = digest
         started = time.perf_counter()
+        state_body = await self._secrets.labelled(view.namespace, state_secret_name(view))
+        saved_state = provider_state(state_body, view)
+        request = MintRequest(
+            spec=view.provider_spec,
+            credentials=creds,
+            http=self._http,
+            now=self._clock(),
+            fallback_lifetime=view.fallback_lifetime,
+            state=saved_state,
+        )
         try:
-            token = await provider.mint(
-                MintRequest(
-                    spec=view.provider_spec,
-                    credentials=creds,
-                    http=self._http,
-                    now=self._clock(),
-                    fallback_lifetime=view.fallback_lifetime,
+            if provider.shareable(view.provider_spec):
+                token = await self._shared.mint(
+                    self._share_key(view, digest),
+                    view.refresh,
+                    request.now,
+                    lambda: provider.mint(request),
+                    force=cause is Cause.RENEW_REQUESTED,
                 )
-            )
+            else:
+                token = await provider.mint(request)
         except MintError as error:
             logger.warning(
                 "mint failed %s/%s provider=%s cause=%s reason=%s duration=%.3fs",
@@ -306,6 +330,8 @@ class Reconciler:
                 time.perf_counter() - started,
             )
             return await self._fail(view, target, error, attempted=True)
+        if token.state is not None and token.state != saved_state:
+            await self._save_state(view, token.state, state_body)
         memory.held = token
         return await self._write(
             view, token, digest, cause, memory, duration=time.perf_counter() - started
@@ -395,26 +421,61 @@ class Reconciler:
     async def _write_secret(
         self, view: ProviderTokenView, desired: dict[str, Any]
     ) -> dict[str, Any]:
-        existing = await self._secrets.target(view.namespace, view.target_secret)
+        """Create or merge-patch a Secret this ProviderToken owns; never someone else's."""
+        name = desired["metadata"]["name"]
+        existing = await self._secrets.labelled(view.namespace, name)
         if existing is None:
             try:
                 return await self._kube.create_secret(view.namespace, desired)
             except Conflict:
                 # It exists but is not in our cache (not labelled): look before touching it.
-                existing = await self._kube.get_secret(view.namespace, view.target_secret)
+                existing = await self._kube.get_secret(view.namespace, name)
                 if existing is None:
                     raise
-                state = target_state(existing, view, self._digest)
-                if state.owner_uid != view.uid:
-                    raise TargetConflict(
-                        f"Secret {view.target_secret} already exists and is not owned by "
-                        "this ProviderToken; choose another spec.target.name or delete it"
-                    ) from None
-        patch = {"metadata": desired["metadata"], "data": desired["data"], "type": "Opaque"}
-        patch["metadata"] = {
-            k: v for k, v in desired["metadata"].items() if k not in ("name", "namespace")
-        }
-        return await self._kube.patch_secret(view.namespace, view.target_secret, patch)
+        if controller_uid(existing) != view.uid:
+            raise TargetConflict(
+                f"Secret {name} already exists and is not owned by this ProviderToken; "
+                "choose another spec.target.name or delete that Secret"
+            )
+        metadata = {k: v for k, v in desired["metadata"].items() if k not in ("name", "namespace")}
+        # Keys we no longer want are removed: null deletes a key in a merge patch.
+        stale = {key: None for key in existing.get("data") or {} if key not in desired["data"]}
+        patch = {"metadata": metadata, "data": {**stale, **desired["data"]}, "type": "Opaque"}
+        return await self._kube.patch_secret(view.namespace, name, patch)
+
+    async def _save_state(
+        self,
+        view: ProviderTokenView,
+        state: Mapping[str, str],
+        existing: Mapping[str, Any] | None,
+    ) -> None:
+        """Keep the provider's state (a refresh token) for the next mint, restarts included."""
+        try:
+            written = await self._write_secret(view, state_secret(view, state))
+        except (ApiError, TargetConflict) as error:
+            # Not fatal: the next mint falls back to the provider's first grant.
+            logger.warning(
+                "provider state of %s/%s not saved: %s",
+                view.namespace,
+                view.name,
+                type(error).__name__,
+            )
+            return
+        self._secrets.remember(written)
+
+    def _share_key(self, view: ProviderTokenView, credentials_digest: str) -> str:
+        question = json.dumps(
+            [
+                view.namespace,
+                view.provider,
+                view.provider_spec,
+                credentials_digest,
+                str(view.fallback_lifetime),
+            ],
+            sort_keys=True,
+            default=str,
+        )
+        return self._digest.of_text(question)
 
     async def _fail(
         self,

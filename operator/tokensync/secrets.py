@@ -93,20 +93,18 @@ def target_state(
     )
 
 
-def _owner_label_value(name: str) -> str | None:
+def _labels(view: ProviderTokenView, role: str) -> dict[str, str]:
+    labels = {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.ROLE_LABEL: role}
     # Label values are at most 63 characters; a longer name is simply not labelled.
-    return name if len(name) <= 63 else None
+    if len(view.name) <= 63:
+        labels[names.OWNER_LABEL] = view.name
+    return labels
 
 
 def target_secret(
     view: ProviderTokenView, token: Token, credentials_digest: str, digest: DigestKey
 ) -> dict[str, Any]:
     """The whole target Secret as tokensync wants it (create body and merge patch alike)."""
-    labels: dict[str, str | None] = {
-        names.MANAGED_BY_LABEL: names.MANAGED_BY,
-        names.ROLE_LABEL: names.ROLE_TOKEN,
-        names.OWNER_LABEL: _owner_label_value(view.name),
-    }
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -114,7 +112,7 @@ def target_secret(
         "metadata": {
             "name": view.target_secret,
             "namespace": view.namespace,
-            "labels": {k: v for k, v in labels.items() if v is not None},
+            "labels": _labels(view, names.ROLE_TOKEN),
             "annotations": {
                 names.EXPIRES_ANNOTATION: format_time(token.expires_at) or "never",
                 names.MINTED_ANNOTATION: format_time(token.minted_at),
@@ -122,15 +120,55 @@ def target_secret(
                 names.CREDENTIALS_DIGEST_ANNOTATION: credentials_digest,
                 names.TOKEN_DIGEST_ANNOTATION: digest.of_text(token.value),
             },
-            "ownerReferences": [
-                {
-                    "apiVersion": names.API_VERSION,
-                    "kind": names.KIND,
-                    "name": view.name,
-                    "uid": view.uid,
-                    "controller": True,
-                }
-            ],
+            "ownerReferences": _owner_references(view),
         },
         "data": {view.target_key: base64.b64encode(token.value.encode()).decode("ascii")},
     }
+
+
+# Provider state (a refresh token) lives in a Secret of its own beside the target: never
+# in the target, which workloads read. Same namespace, same owner, same RBAC boundary as
+# the credentials that could mint it anyway.
+_STATE_SUFFIX = "-tokensync-state"
+
+
+def state_secret_name(view: ProviderTokenView) -> str:
+    name = view.name + _STATE_SUFFIX
+    if len(name) <= 253:
+        return name
+    short = hashlib.sha256(view.name.encode()).hexdigest()[:16]
+    return f"{view.name[: 253 - len(_STATE_SUFFIX) - 17]}-{short}{_STATE_SUFFIX}"
+
+
+def provider_state(secret: Mapping[str, Any] | None, view: ProviderTokenView) -> dict[str, str]:
+    """The state saved for this ProviderToken; empty unless it is really ours."""
+    if secret is None or controller_uid(secret) != view.uid:
+        return {}
+    return decode_secret_data(secret)
+
+
+def state_secret(view: ProviderTokenView, state: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": state_secret_name(view),
+            "namespace": view.namespace,
+            "labels": _labels(view, names.ROLE_STATE),
+            "ownerReferences": _owner_references(view),
+        },
+        "data": {k: base64.b64encode(v.encode()).decode("ascii") for k, v in state.items()},
+    }
+
+
+def _owner_references(view: ProviderTokenView) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "name": view.name,
+            "uid": view.uid,
+            "controller": True,
+        }
+    ]

@@ -1,212 +1,230 @@
-"""A real OAuth2 token endpoint on loopback (RFC 6749 client credentials and password).
+"""A standard OAuth2 / OIDC token endpoint on loopback (RFC 6749, 7523, 8693, discovery).
 
-Behaves like providers.md's generic contract, errors included. Tests steer it per client
-(lifetime, outages, rate limits) so that tests sharing one server do not disturb each
-other, and read back every request and every token it issued.
+Steered per client (lifetime, outages, the client authentication it insists on) so that
+tests sharing one server do not disturb each other.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
-import secrets
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote_plus
 
+import jwt
 
-@dataclass
-class Issued:
-    client_id: str
-    value: str
-    expires_at: float | None
-    issued_at: float
+from fakes.base import FakeProvider, Issued, Request, Response
 
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    client_id: str | None
-    at: float
+TOKEN_PATH = "/oauth/token"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 @dataclass
 class ClientBehaviour:
-    secret: str
+    secret: str = ""
     expires_in: int | None = 3600
     outage_until: float = 0.0
     outage_status: int = 503
     retry_after: str | None = None
-    auth_method: str | None = None  # enforce client_secret_basic or client_secret_post
+    auth_method: str | None = None  # insist on one client authentication method
+    public_key: Any = None  # for private_key_jwt
     users: dict[str, str] = field(default_factory=dict)
+    subject_tokens: set[str] = field(default_factory=set)
+    refresh_expires_in: int = 1800
+    id_token: bool = False
 
 
-class FakeOAuth2Server:
+@dataclass
+class Recorded:
+    """A request as the tests read it: who asked (client id) and what was on the wire."""
+
+    request: Request
+    client_id: str | None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.request, name)
+
+
+class FakeOAuth2Server(FakeProvider):
     def __init__(self, port: int = 0) -> None:
-        self._lock = threading.Lock()
+        super().__init__(port)
         self.clients: dict[str, ClientBehaviour] = {}
-        self.issued: list[Issued] = []
-        self.requests: list[Recorded] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    # Lifecycle
-    def __enter__(self) -> FakeOAuth2Server:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    @property
-    def host(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        self.refresh_tokens: dict[str, tuple[str, float]] = {}  # token -> (client, expiry)
+        self.used_assertion_ids: set[str] = set()
+        self.discovery_requests = 0
 
     @property
     def token_url(self) -> str:
-        return f"http://{self.host}/oauth/token"
+        return self.base_url + TOKEN_PATH
 
-    # Steering
-    def add_client(self, client_id: str, secret: str, **behaviour: Any) -> ClientBehaviour:
-        with self._lock:
+    @property
+    def issuer(self) -> str:
+        return self.base_url
+
+    def add_client(self, client_id: str, secret: str = "", **behaviour: Any) -> ClientBehaviour:
+        with self.lock:
             self.clients[client_id] = ClientBehaviour(secret=secret, **behaviour)
+            self.known_secrets.add(secret)
+            for password in self.clients[client_id].users.values():
+                self.known_secrets.add(password)
             return self.clients[client_id]
 
-    def outage(self, client_id: str, seconds: float, status: int = 503) -> None:
-        with self._lock:
+    def outage(self, client_id: str, seconds: float, status: int = 503) -> None:  # type: ignore[override]
+        with self.lock:
             self.clients[client_id].outage_until = time.time() + seconds
             self.clients[client_id].outage_status = status
 
-    # Reading back
-    def issued_to(self, client_id: str) -> list[Issued]:
-        with self._lock:
-            return [i for i in self.issued if i.client_id == client_id]
-
     def requests_from(self, client_id: str) -> list[Recorded]:
-        with self._lock:
-            return [r for r in self.requests if r.client_id == client_id]
+        with self.lock:
+            recorded = [Recorded(r, self._client_id(r)) for r in self.requests]
+        return [r for r in recorded if r.client_id == client_id]
 
     def every_secret(self) -> Iterator[str]:
-        with self._lock:
+        yield from super().every_secret()
+        with self.lock:
+            yield from list(self.refresh_tokens)
             for client in self.clients.values():
-                yield client.secret
-                yield from client.users.values()
-            for issued in self.issued:
-                yield issued.value
+                yield from client.subject_tokens
 
-    # Serving
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
+    @staticmethod
+    def _basic(request: Request) -> tuple[str, str] | None:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("basic "):
+            return None
+        try:
+            decoded = base64.b64decode(header.split(" ", 1)[1]).decode()
+        except ValueError:
+            return None
+        client_id, _, secret = decoded.partition(":")
+        return unquote_plus(client_id), unquote_plus(secret)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
+    def _client_id(self, request: Request) -> str | None:
+        basic = self._basic(request)
+        return basic[0] if basic else request.form.get("client_id")
 
-            def do_GET(self) -> None:
-                self._reply(405, {"error": "invalid_request", "error_description": "POST only"})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                status, payload, headers = server._token(self, body)
-                self._reply(status, payload, headers)
-
-            def _reply(
-                self, status: int, payload: Any, headers: dict[str, str] | None = None
-            ) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Cache-Control", "no-store")
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
-
-    def _token(
-        self, request: BaseHTTPRequestHandler, body: bytes
-    ) -> tuple[int, Any, dict[str, str]]:
-        form = dict(parse_qsl(body.decode(errors="replace")))
-        basic = _basic_credentials(request.headers.get("Authorization"))
-        client_id = basic[0] if basic else form.get("client_id")
-        with self._lock:
-            self.requests.append(
-                Recorded(
-                    method=request.command,
-                    path=request.path,
-                    headers={k.lower(): v for k, v in request.headers.items()},
-                    body=body,
-                    client_id=client_id,
-                    at=time.time(),
-                )
-            )
+    def answer(self, request: Request) -> Response:
+        if request.path == "/.well-known/openid-configuration" and request.method == "GET":
+            with self.lock:
+                self.discovery_requests += 1
+            return Response(200, {"issuer": self.issuer, "token_endpoint": self.token_url})
+        if request.path != TOKEN_PATH:
+            return Response(404, {"error": "not_found"})
+        if request.method != "POST":
+            return Response(405, {"error": "invalid_request"})
+        client_id = self._client_id(request)
+        with self.lock:
             client = self.clients.get(client_id or "")
             if client is not None and client.outage_until > time.time():
                 headers = {"Retry-After": client.retry_after} if client.retry_after else {}
-                return client.outage_status, {"error": "temporarily_unavailable"}, headers
-            if request.headers.get("Content-Type", "").split(";")[0] != (
-                "application/x-www-form-urlencoded"
-            ):
-                return 400, {"error": "invalid_request", "error_description": "form body"}, {}
-            if client is None:
-                return 401, {"error": "invalid_client"}, {}
-            method = "client_secret_basic" if basic else "client_secret_post"
-            secret = basic[1] if basic else form.get("client_secret")
-            if client.auth_method and client.auth_method != method:
-                return 401, {"error": "invalid_client", "error_description": "auth method"}, {}
-            if secret != client.secret:
-                return 401, {"error": "invalid_client", "error_description": "bad secret"}, {}
-            grant = form.get("grant_type")
-            if grant == "password":
-                user = form.get("username", "")
-                if client.users.get(user) != form.get("password"):
-                    return (
-                        401,
-                        {"error": "invalid_grant", "error_description": "Invalid credentials"},
-                        {},
-                    )
-            elif grant != "client_credentials":
-                return 400, {"error": "unsupported_grant_type"}, {}
-            now = time.time()
-            value = "fake-" + secrets.token_hex(24)
-            expires_at = now + client.expires_in if client.expires_in else None
-            self.issued.append(Issued(client_id or "", value, expires_at, now))
-            payload: dict[str, Any] = {"access_token": value, "token_type": "Bearer"}
-            if client.expires_in:
-                payload["expires_in"] = client.expires_in
-            if form.get("scope"):
-                payload["scope"] = form["scope"]
-            return 200, payload, {}
+                return Response(client.outage_status, {"error": "temporarily_unavailable"}, headers)
+        if request.content_type != "application/x-www-form-urlencoded":
+            return Response(400, {"error": "invalid_request", "error_description": "form body"})
+        if client is None:
+            return Response(401, {"error": "invalid_client"})
+        refused = self._authenticate(request, client, client_id or "")
+        if refused is not None:
+            return refused
+        return self._grant(request, client, client_id or "")
 
+    def _authenticate(
+        self, request: Request, client: ClientBehaviour, client_id: str
+    ) -> Response | None:
+        form = request.form
+        basic = self._basic(request)
+        if basic:
+            method, secret = "client_secret_basic", basic[1]
+        elif "client_assertion" in form:
+            method, secret = "private_key_jwt", None
+        elif "client_secret" in form:
+            method, secret = "client_secret_post", form["client_secret"]
+        else:
+            method, secret = "none", None
+        if client.auth_method and client.auth_method != method:
+            return Response(401, {"error": "invalid_client", "error_description": "auth method"})
+        if method == "private_key_jwt":
+            return self._check_assertion(form, client, client_id)
+        if method == "none":
+            return (
+                None if client.auth_method == "none" else Response(401, {"error": "invalid_client"})
+            )
+        if secret != client.secret:
+            return Response(401, {"error": "invalid_client", "error_description": "bad secret"})
+        return None
 
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
-    if not header or not header.lower().startswith("basic "):
+    def _check_assertion(
+        self, form: dict[str, str], client: ClientBehaviour, client_id: str
+    ) -> Response | None:
+        if form.get("client_assertion_type") != JWT_BEARER or client.public_key is None:
+            return Response(401, {"error": "invalid_client"})
+        try:
+            claims = jwt.decode(
+                form["client_assertion"],
+                client.public_key,
+                algorithms=["RS256", "ES256"],
+                audience=self.token_url,
+            )
+        except jwt.PyJWTError as error:
+            return Response(401, {"error": "invalid_client", "error_description": str(error)})
+        if claims.get("iss") != client_id or claims.get("sub") != client_id:
+            return Response(401, {"error": "invalid_client", "error_description": "iss/sub"})
+        with self.lock:
+            if claims.get("jti") in self.used_assertion_ids:
+                return Response(401, {"error": "invalid_client", "error_description": "jti reuse"})
+            self.used_assertion_ids.add(str(claims.get("jti")))
         return None
-    try:
-        decoded = base64.b64decode(header.split(" ", 1)[1]).decode()
-    except ValueError:
-        return None
-    client_id, _, secret = decoded.partition(":")
-    return unquote(client_id), unquote(secret)
+
+    def _grant(self, request: Request, client: ClientBehaviour, client_id: str) -> Response:
+        form = request.form
+        grant = form.get("grant_type")
+        if grant == "password":
+            if client.users.get(form.get("username", "")) != form.get("password"):
+                return Response(
+                    401, {"error": "invalid_grant", "error_description": "Invalid credentials"}
+                )
+        elif grant == TOKEN_EXCHANGE:
+            if form.get("subject_token") not in client.subject_tokens:
+                return Response(400, {"error": "invalid_grant", "error_description": "subject"})
+        elif grant == "refresh_token":
+            with self.lock:
+                owner, expiry = self.refresh_tokens.pop(form.get("refresh_token", ""), ("", 0.0))
+            if owner != client_id or expiry < time.time():
+                return Response(400, {"error": "invalid_grant", "error_description": "Stale token"})
+        elif grant != "client_credentials":
+            return Response(400, {"error": "unsupported_grant_type"})
+        issued = self.issue(client_id, lifetime_s=client.expires_in, grant=str(grant))
+        payload: dict[str, Any] = {"access_token": issued.value, "token_type": "Bearer"}
+        if client.expires_in:
+            payload["expires_in"] = client.expires_in
+        if form.get("scope"):
+            payload["scope"] = form["scope"]
+        if grant in ("password", "refresh_token"):
+            refresh = self.issue(client_id, lifetime_s=client.refresh_expires_in, grant="refresh")
+            with self.lock:
+                self.issued.remove(refresh)
+                self.refresh_tokens[refresh.value] = (client_id, refresh.expires_at or 0.0)
+            payload["refresh_token"] = refresh.value
+            payload["refresh_expires_in"] = client.refresh_expires_in
+        if client.id_token:
+            payload["id_token"] = self.issue(
+                client_id,
+                lifetime_s=client.expires_in,
+                grant="id_token",
+                jwt_claims={"sub": client_id, "aud": client_id},
+            ).value
+        return Response(200, payload)
+
+    def grants(self, client_id: str) -> list[str]:
+        return [i.grant for i in self.issued_to(client_id) if i.grant != "id_token"]
 
 
 def main() -> None:
-    """``python tests/fakes/oauth2_server.py --port 9400 --client demo:demo-secret``."""
+    """``make fake-oauth2`` (PYTHONPATH=tests python -m fakes.oauth2_server --port 9400)."""
     import argparse
+    import contextlib
 
     parser = argparse.ArgumentParser(description="A fake OAuth2 token endpoint on loopback.")
     parser.add_argument("--port", type=int, default=9400)
@@ -224,3 +242,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+__all__ = ["FakeOAuth2Server", "Issued"]

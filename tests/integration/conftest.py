@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from fakes.basiq import FakeBasiq
+from fakes.keycloak import FakeKeycloak
+from fakes.microshare import FakeMicroshare
 from fakes.oauth2_server import FakeOAuth2Server
+from fakes.podero import FakePodero
 from support.objects import Cluster
 from support.operator import OperatorProcess
+from support.providers import Fakes
 from tokensync.devcluster.cluster import ControlPlane
 
 
@@ -31,16 +37,31 @@ def operator_logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def oauth2_server() -> Iterator[FakeOAuth2Server]:
-    with FakeOAuth2Server() as server:
-        yield server
+def fakes() -> Iterator[Fakes]:
+    """One real HTTP server per provider on loopback, shared by the whole run."""
+    with contextlib.ExitStack() as stack:
+        servers = Fakes(
+            oauth2=FakeOAuth2Server(),
+            keycloak=FakeKeycloak(),
+            microshare=FakeMicroshare(),
+            podero=FakePodero(),
+            basiq=FakeBasiq(),
+        )
+        for fake in servers.all():
+            stack.enter_context(fake)
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def oauth2_server(fakes: Fakes) -> FakeOAuth2Server:
+    return fakes.oauth2
 
 
 @pytest.fixture(scope="session")
 def operator(
     operator_kubeconfig_path: Path,
     operator_logs_dir: Path,
-    oauth2_server: FakeOAuth2Server,
+    fakes: Fakes,
 ) -> Iterator[OperatorProcess]:
     """`tokensync run` as its ServiceAccount (deploy/rbac), allowed to reach the fakes.
 
@@ -52,7 +73,7 @@ def operator(
         log,
         [
             "--allowed-hosts",
-            oauth2_server.host,
+            ",".join(fake.host for fake in fakes.all()),
             "--allow-insecure-http",
             "--metrics-port",
             "0",

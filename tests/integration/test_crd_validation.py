@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +110,20 @@ def test_a_good_provider_token_is_accepted_with_defaults(cluster: Cluster, names
     output = cluster.plane.kubectl("get", "ptk", "-n", namespace, "-o", "wide")
     header = output.splitlines()[0].split()
     assert header == ["NAME", "PROVIDER", "READY", "REASON", "EXPIRES", "RENEWS", "AGE"]
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+def test_every_example_is_accepted_by_the_api_server(
+    cluster: Cluster, namespace: str, example: Path
+) -> None:
+    output = cluster.plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(example))
+    assert "providertoken.tokensync.dev/" in output and "(server dry run)" in output
+
+
+def test_there_is_an_example_per_provider() -> None:
+    text = "\n".join(e.read_text() for e in EXAMPLES)
+    for provider in ("biotz", "microshare", "podero", "basiq", "oauth2"):
+        assert f"    {provider}:" in text, provider

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fakes.oauth2_server import FakeOAuth2Server
 from support.objects import GROUP, PLURAL, VERSION, Cluster
+from support.providers import Fakes
 
 
 def test_no_credential_or_token_value_anywhere(
-    cluster: Cluster, oauth2_server: FakeOAuth2Server, operator_logs_dir: Path
+    cluster: Cluster, fakes: Fakes, operator_logs_dir: Path
 ) -> None:
-    secrets = {value for value in oauth2_server.every_secret() if len(value) >= 8}
+    secrets = {value for value in fakes.every_secret() if len(value) >= 8}
     assert len(secrets) > 20, "the suite should have produced tokens to look for"
 
     logs = "\n".join(p.read_text(errors="replace") for p in operator_logs_dir.glob("*.log"))

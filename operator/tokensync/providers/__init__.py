@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 # Adding a provider: one module here, one test file, one example, and its name below.
-PROVIDER_MODULES = ("oauth2",)
+PROVIDER_MODULES = ("biotz", "microshare", "podero", "basiq", "oauth2")
 
 
 def load_all() -> None:

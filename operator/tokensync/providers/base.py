@@ -18,11 +18,17 @@ from tokensync.endpoints import HttpClient
 
 @dataclass(frozen=True)
 class Token:
-    """A minted token. ``repr`` hides the value so it cannot slip into a log line."""
+    """A minted token. ``repr`` hides the value so it cannot slip into a log line.
+
+    ``state`` is what the provider wants back at the next mint (a refresh token and its
+    expiry): the operator keeps it in a Secret of its own, never in the target Secret.
+    ``None`` means the provider keeps no state.
+    """
 
     value: str = field(repr=False)
     expires_at: datetime | None
     minted_at: datetime
+    state: Mapping[str, str] | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"Token(expires_at={self.expires_at!r}, minted_at={self.minted_at!r})"
@@ -37,6 +43,7 @@ class MintRequest:
     http: HttpClient
     now: datetime
     fallback_lifetime: timedelta | None = None
+    state: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class Provider(Protocol):
@@ -48,8 +55,12 @@ class Provider(Protocol):
         """Keys the credentials Secret must hold for this spec."""
         ...
 
-    def token_url(self, spec: Mapping[str, Any]) -> tuple[str, bool]:
-        """The endpoint to call and whether it is the provider's official one."""
+    def shareable(self, spec: Mapping[str, Any]) -> bool:
+        """Whether ProviderTokens with equal spec and credentials may share one token.
+
+        True where the provider asks clients to reuse tokens and the token carries no
+        per-holder state (no refresh token).
+        """
         ...
 
     async def mint(self, request: MintRequest) -> Token: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -215,3 +215,78 @@ def check_success(response: HttpResponse, now: datetime, secrets: Iterable[str])
     if 200 <= response.status < 300:
         return response
     raise classify_failure(response, now, secrets)
+
+
+async def request_token(
+    http: HttpClient,
+    url: str,
+    *,
+    official: bool,
+    now: datetime,
+    secrets: Iterable[str],
+    token_field: str = "access_token",
+    provider_default: timedelta | None = None,
+    fallback: timedelta | None = None,
+    never_expires: bool = False,
+    classify: Callable[[HttpResponse, datetime, Iterable[str]], MintError] = classify_failure,
+    **request: Any,
+) -> tuple[Token, dict[str, Any]]:
+    """POST to a token endpoint and parse the answer; the one flow every provider shares."""
+    secrets = tuple(secrets)
+    response = await call(http, "POST", url, official=official, **request)
+    if not 200 <= response.status < 300:
+        raise classify(response, now, secrets)
+    return token_from_success(
+        response,
+        now=now,
+        token_field=token_field,
+        provider_default=provider_default,
+        fallback=fallback,
+        never_expires=never_expires,
+    )
+
+
+# Refresh tokens: kept as provider state between mints (see Token.state).
+REFRESH_TOKEN = "refresh_token"
+REFRESH_EXPIRES_AT = "refresh_expires_at"
+# A refresh token this close to its end is not worth a round trip.
+_REFRESH_MARGIN = timedelta(seconds=10)
+
+
+def refresh_state(body: Mapping[str, Any], now: datetime) -> dict[str, str]:
+    """The refresh token of a token answer (empty when there is none)."""
+    value = body.get("refresh_token")
+    if not isinstance(value, str) or not value:
+        return {}
+    lifetime = _expires_in(body.get("refresh_expires_in"))
+    expires = now + lifetime if lifetime is not None else jwt_expiry(value)
+    state = {REFRESH_TOKEN: value}
+    if expires is not None:
+        state[REFRESH_EXPIRES_AT] = expires.isoformat()
+    return state
+
+
+def usable_refresh_token(state: Mapping[str, str], now: datetime) -> str | None:
+    value = state.get(REFRESH_TOKEN)
+    if not value:
+        return None
+    raw_expiry = state.get(REFRESH_EXPIRES_AT)
+    if raw_expiry:
+        try:
+            expires = datetime.fromisoformat(raw_expiry)
+        except ValueError:
+            return None
+        if expires - now < _REFRESH_MARGIN:
+            return None
+    return value
+
+
+def endpoint(spec: Mapping[str, Any], official: str) -> tuple[str, bool]:
+    """The provider's official endpoint, or the spec's ``tokenUrl`` override of it.
+
+    Only the official one skips the operator's allowlist (HttpClient checks every call).
+    """
+    override = spec.get("tokenUrl")
+    if not override or override == official:
+        return official, True
+    return str(override), False

@@ -1,0 +1,76 @@
+"""One token for many ProviderTokens that would ask the provider the same question.
+
+Providers such as Basiq ask clients to reuse tokens and limit how often /token may be
+called. ProviderTokens in one namespace with the same provider, spec and credentials get
+the same answer, so they share a mint: concurrent requests wait for the one in flight,
+and a token minted recently enough is handed out again instead of calling the provider.
+Only for providers whose tokens carry no per-holder state (``Provider.shareable``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from tokensync.providers.base import Token
+from tokensync.schedule import RefreshPolicy, renewal_time
+
+
+class SharedMints:
+    def __init__(self) -> None:
+        self._latest: dict[str, Token] = {}
+        self._inflight: dict[str, asyncio.Future[Token]] = {}
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    def fresh(self, key: str, policy: RefreshPolicy, now: datetime) -> Token | None:
+        """The latest shared token, if this holder would not yet want to renew it."""
+        token = self._latest.get(key)
+        if token is None:
+            return None
+        if token.expires_at is None:
+            return token
+        due = renewal_time(token.minted_at, token.expires_at, policy, jitter=0.0)
+        if due is not None and due > now:
+            return token
+        if token.expires_at <= now:
+            del self._latest[key]
+        return None
+
+    async def mint(
+        self,
+        key: str,
+        policy: RefreshPolicy,
+        now: datetime,
+        mint: Callable[[], Awaitable[Token]],
+        *,
+        force: bool = False,
+    ) -> Token:
+        """A fresh shared token, or the one being minted, or a new mint. ``force``: new."""
+        if not force:
+            fresh = self.fresh(key, policy, now)
+            if fresh is not None:
+                return fresh
+            pending = self._inflight.get(key)
+            if pending is not None:
+                return await asyncio.shield(pending)
+        future: asyncio.Future[Token] = asyncio.get_running_loop().create_future()
+        # A failure nobody else waited for must not be reported as "never retrieved".
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._inflight[key] = future
+        try:
+            token = await mint()
+        except BaseException as error:
+            if isinstance(error, Exception):
+                future.set_exception(error)
+            else:
+                future.cancel()
+            raise
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+        self._latest[key] = token
+        future.set_result(token)
+        return token

@@ -1,0 +1,203 @@
+"""A real HTTP server on loopback for faking a provider, with the switches tests need.
+
+Each fake provider subclasses ``FakeProvider`` and implements ``answer``. The base
+records every request, counts what it issued, and can add latency, answer with an
+outage, or enforce a rate limit, before the provider's own logic runs.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import jwt
+
+SIGNING_KEY = "fake-provider-signing-key-0123456789abcdef"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    at: float
+
+    @property
+    def form(self) -> dict[str, str]:
+        return dict(parse_qsl(self.body.decode(errors="replace")))
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip()
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None  # JSON-encoded unless bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Issued:
+    subject: str  # who it was issued to (client id, user, API key name)
+    value: str
+    expires_at: float | None
+    issued_at: float
+    grant: str = ""
+
+
+class FakeProvider:
+    def __init__(self, port: int = 0) -> None:
+        self.lock = threading.RLock()
+        self.requests: list[Request] = []
+        self.issued: list[Issued] = []
+        self.known_secrets: set[str] = set()
+        self.latency_s = 0.0
+        self.outage_until = 0.0
+        self.outage_status = 503
+        self.outage_body: Any = {"error": "temporarily_unavailable"}
+        self.retry_after: str | None = None
+        self.rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
+        self.rate_limited_status = 429
+        self._window: deque[float] = deque()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> FakeProvider:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def host(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{host}:{port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}"
+
+    # Switches
+    def outage(self, seconds: float, status: int = 503, body: Any = None) -> None:
+        with self.lock:
+            self.outage_until = time.time() + seconds
+            self.outage_status = status
+            if body is not None:
+                self.outage_body = body
+
+    # Reading back
+    def issued_to(self, subject: str) -> list[Issued]:
+        with self.lock:
+            return [i for i in self.issued if i.subject == subject]
+
+    def every_secret(self) -> Iterator[str]:
+        with self.lock:
+            yield from self.known_secrets
+            for issued in self.issued:
+                yield issued.value
+
+    # For subclasses
+    def answer(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def issue(
+        self,
+        subject: str,
+        *,
+        lifetime_s: int | None,
+        grant: str = "",
+        jwt_claims: dict[str, Any] | None = None,
+        opaque_length: int = 48,
+    ) -> Issued:
+        """Record and return a new token: a JWT when claims are given, else opaque hex."""
+        now = time.time()
+        expires = now + lifetime_s if lifetime_s else None
+        if jwt_claims is not None:
+            claims = {"iat": int(now), "jti": secrets.token_hex(8), **jwt_claims}
+            if expires is not None:
+                claims["exp"] = int(expires)
+            value = jwt.encode(claims, SIGNING_KEY, algorithm="HS256")
+        else:
+            value = secrets.token_hex(opaque_length // 2 + 1)[:opaque_length]
+        issued = Issued(subject, value, expires, now, grant)
+        with self.lock:
+            self.issued.append(issued)
+        return issued
+
+    # Serving
+    def _serve(self, request: Request) -> Response:
+        with self.lock:
+            self.requests.append(request)
+            if self.outage_until > time.time():
+                headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+                return Response(self.outage_status, self.outage_body, headers)
+            if self.rate_limit is not None:
+                limit, per = self.rate_limit
+                while self._window and self._window[0] < request.at - per:
+                    self._window.popleft()
+                if len(self._window) >= limit:
+                    return Response(self.rate_limited_status, self.rate_limited_body())
+                self._window.append(request.at)
+        return self.answer(request)
+
+    def rate_limited_body(self) -> Any:
+        return {"error": "rate_limited"}
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                request = Request(
+                    method=self.command,
+                    path=parts.path,
+                    query=dict(parse_qsl(parts.query)),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                    at=time.time(),
+                )
+                if provider.latency_s:
+                    time.sleep(provider.latency_s)
+                response = provider._serve(request)
+                payload = (
+                    response.body
+                    if isinstance(response.body, bytes)
+                    else json.dumps(response.body).encode()
+                )
+                self.send_response(response.status)
+                headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+                headers.update(response.headers)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        return Handler

@@ -1,0 +1,175 @@
+"""The generic OAuth2/OIDC provider against a standards-following token endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from fakes.base import FakeProvider
+from fakes.oauth2_server import TOKEN_EXCHANGE, FakeOAuth2Server
+from providers.conftest import HttpFactory, mint_request
+from tokensync.endpoints import EndpointPolicy, HttpClient
+from tokensync.providers import base
+
+OAUTH2 = base.get("oauth2")
+
+
+@pytest.fixture
+def idp() -> Iterator[FakeOAuth2Server]:
+    with FakeOAuth2Server() as server:
+        yield server
+
+
+def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+async def test_client_credentials_basic_with_scope_audience_and_extra_params(
+    idp: FakeOAuth2Server, http_for: HttpFactory
+) -> None:
+    idp.add_client("app", "s e/cret")
+    spec = {
+        "tokenUrl": idp.token_url,
+        "scope": "read write",
+        "audience": "https://api.example",
+        "extraParams": {"resource": "r1"},
+    }
+    token = await OAUTH2.mint(
+        mint_request(http_for(idp.host), spec, {"clientId": "app", "clientSecret": "s e/cret"})
+    )
+    wire = idp.requests[-1]
+    assert wire.form == {
+        "grant_type": "client_credentials",
+        "scope": "read write",
+        "audience": "https://api.example",
+        "resource": "r1",
+    }
+    # RFC 6749 2.3.1: id and secret are form-encoded inside the Basic credentials.
+    assert wire.headers["authorization"] == "Basic YXBwOnMrZSUyRmNyZXQ="
+    assert token.value == idp.issued[-1].value
+    assert token.state is None  # shared, stateless
+
+
+async def test_password_grant_keeps_and_reuses_the_refresh_token(
+    idp: FakeOAuth2Server, http_for: HttpFactory
+) -> None:
+    idp.add_client("app", "secret", users={"alice": "wonder"})
+    spec = {"tokenUrl": idp.token_url, "grantType": "password", "clientAuth": "client_secret_post"}
+    creds = {"clientId": "app", "clientSecret": "secret", "username": "alice", "password": "wonder"}
+    http = http_for(idp.host)
+    first = await OAUTH2.mint(mint_request(http, spec, creds))
+    assert first.state and first.state["refresh_token"]
+    second = await OAUTH2.mint(mint_request(http, spec, creds, state=dict(first.state)))
+    assert idp.requests[-1].form["grant_type"] == "refresh_token"
+    assert second.state and second.state["refresh_token"] != first.state["refresh_token"]
+    # The old one is spent: presenting it again falls back to the password grant.
+    await OAUTH2.mint(mint_request(http, spec, creds, state=dict(first.state)))
+    assert idp.grants("app") == ["password", "refresh_token", "password"]
+
+
+async def test_token_exchange(idp: FakeOAuth2Server, http_for: HttpFactory) -> None:
+    idp.add_client("app", "secret", subject_tokens={"upstream-token"})
+    spec = {
+        "tokenUrl": idp.token_url,
+        "grantType": "token_exchange",
+        "audience": "downstream",
+        "resource": "https://downstream.example",
+    }
+    creds = {"clientId": "app", "clientSecret": "secret", "subjectToken": "upstream-token"}
+    await OAUTH2.mint(mint_request(http_for(idp.host), spec, creds))
+    assert idp.requests[-1].form == {
+        "grant_type": TOKEN_EXCHANGE,
+        "subject_token": "upstream-token",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "resource": "https://downstream.example",
+        "audience": "downstream",
+    }
+
+
+@pytest.mark.parametrize("kind", ["RS256", "ES256"])
+async def test_private_key_jwt(idp: FakeOAuth2Server, http_for: HttpFactory, kind: str) -> None:
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    idp.add_client("signer", auth_method="private_key_jwt", public_key=key.public_key())
+    spec = {"tokenUrl": idp.token_url, "clientAuth": "private_key_jwt", "keyId": "key-1"}
+    creds = {"clientId": "signer", "privateKey": pem(key)}
+    http = http_for(idp.host)
+    await OAUTH2.mint(mint_request(http, spec, creds))
+    await OAUTH2.mint(mint_request(http, spec, creds))  # a second assertion: new jti
+    assertions = [r.form["client_assertion"] for r in idp.requests]
+    headers = [jwt.get_unverified_header(a) for a in assertions]
+    assert {h["alg"] for h in headers} == {kind} and {h["kid"] for h in headers} == {"key-1"}
+    claims = [jwt.decode(a, options={"verify_signature": False}) for a in assertions]
+    assert claims[0]["jti"] != claims[1]["jti"]
+    assert claims[0]["aud"] == idp.token_url
+    assert claims[0]["exp"] - claims[0]["iat"] <= 60
+    assert len(idp.issued_to("signer")) == 2
+
+
+async def test_public_client_and_id_token_field(
+    idp: FakeOAuth2Server, http_for: HttpFactory
+) -> None:
+    idp.add_client("public", auth_method="none", id_token=True)
+    spec = {"tokenUrl": idp.token_url, "clientAuth": "none", "tokenField": "id_token"}
+    token = await OAUTH2.mint(mint_request(http_for(idp.host), spec, {"clientId": "public"}))
+    assert idp.requests[-1].form["client_id"] == "public"
+    assert "authorization" not in idp.requests[-1].headers
+    assert jwt.decode(token.value, options={"verify_signature": False})["aud"] == "public"
+
+
+async def test_discovery_is_used_and_cached(idp: FakeOAuth2Server, http_for: HttpFactory) -> None:
+    idp.add_client("app", "secret")
+    spec = {"issuerUrl": idp.issuer}
+    http = http_for(idp.host)
+    for _ in range(3):
+        await OAUTH2.mint(mint_request(http, spec, {"clientId": "app", "clientSecret": "secret"}))
+    assert idp.discovery_requests == 1
+    assert len(idp.issued_to("app")) == 3
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        (EndpointPolicy(allow_insecure_http=True), "--allowed-hosts"),
+        ("allowlisted-without-flag", "--allow-insecure-http"),
+    ],
+    ids=["host outside the allowlist", "plain http without the flag"],
+)
+async def test_refused_endpoints_get_no_request(
+    idp: FakeOAuth2Server, policy: EndpointPolicy | str, message: str
+) -> None:
+    idp.add_client("app", "secret")
+    if isinstance(policy, str):
+        policy = EndpointPolicy(allowed_hosts=frozenset({idp.host}))
+    client = HttpClient(policy)
+    creds = {"clientId": "app", "clientSecret": "secret"}
+    try:
+        with pytest.raises(base.EndpointNotAllowed, match=message):
+            await OAUTH2.mint(mint_request(client, {"tokenUrl": idp.token_url}, creds))
+    finally:
+        await client.close()
+    assert idp.requests == []
+
+
+async def test_oversized_answers_are_refused(idp: FakeOAuth2Server, http_for: HttpFactory) -> None:
+    idp.add_client("app", "secret")
+    FakeProvider.outage(idp, 60, status=200, body="x" * 2_000_000)
+    with pytest.raises(base.ProviderUnavailable, match="larger than"):
+        await OAUTH2.mint(
+            mint_request(
+                http_for(idp.host),
+                {"tokenUrl": idp.token_url},
+                {"clientId": "app", "clientSecret": "secret"},
+            )
+        )
