@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCAL ?= .local
 PYTEST_ARGS ?=
 
-.PHONY: venv binaries lint typecheck unit test cluster-up cluster-down run fake-oauth2 clean
+.PHONY: venv binaries lint typecheck unit test cluster-up cluster-down run fake-oauth2 bench clean
 
 venv: $(VENV)/.installed
 
@@ -52,6 +52,13 @@ run: binaries
 # examples/oauth2-client-credentials.yaml against `make run`.
 fake-oauth2: venv
 	PYTHONPATH=tests $(BIN)/python -m fakes.oauth2_server --port 9400 --client demo:demo-secret
+
+# Scale benchmark (issue: 5,000 tokens). About 15 minutes; results in bench/results/.
+# Smaller: make bench BENCH_ARGS="--sizes 200 --steady 200 --expires-in 60"
+BENCH_ARGS ?=
+bench: binaries
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOCAL) .mypy_cache .pytest_cache .ruff_cache

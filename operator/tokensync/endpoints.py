@@ -86,7 +86,7 @@ class HttpClient:
         ca_file: str | None = None,
         timeout_s: float = 10.0,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
-        max_connections: int = 100,
+        max_connections: int = 32,
     ) -> None:
         self.policy = policy
         self.max_response_bytes = max_response_bytes
@@ -97,7 +97,9 @@ class HttpClient:
             verify=context,
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
             headers={"User-Agent": "tokensync"},
             trust_env=False,
         )

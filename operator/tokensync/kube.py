@@ -1,20 +1,21 @@
 """A small async Kubernetes client for the operator's own reads and writes.
 
-kopf watches; this writes Secrets, status and Events. It speaks JSON over one pooled
-httpx connection set and never blocks the event loop (the ``kubernetes`` client is
-synchronous; it is used here only to load the kubeconfig or in-cluster configuration,
-including token refresh through its ``refresh_api_key_hook``).
-docs/decisions/0002-operator-runtime.md says why.
+kopf watches; this writes Secrets, status and Events. It speaks JSON over aiohttp (kopf's
+own HTTP stack) and never blocks the event loop. The ``kubernetes`` client is synchronous;
+it is used here only to load the kubeconfig or in-cluster configuration, including token
+refresh through its ``refresh_api_key_hook``. Why aiohttp and not httpx here: the
+benchmark (docs/decisions/0004-kube-client.md).
 """
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -57,21 +58,28 @@ class KubeApi:
             context.verify_mode = ssl.CERT_NONE
         if configuration.cert_file and configuration.key_file:
             context.load_cert_chain(configuration.cert_file, configuration.key_file)
-        self._client = httpx.AsyncClient(
-            base_url=configuration.host,
-            verify=context,
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-            headers={"User-Agent": "tokensync", "Accept": "application/json"},
-            trust_env=False,
-        )
+        self._ssl = context
+        self._base = configuration.host.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_environment(cls) -> KubeApi:
         return cls(load_configuration())
 
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily: a session belongs to the event loop it is first used on.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=64),
+                timeout=self._timeout,
+                headers={"User-Agent": "tokensync", "Accept": "application/json"},
+            )
+        return self._session
+
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def _auth_headers(self) -> dict[str, str]:
         # Calls the refresh hook, so rotated service-account tokens are picked up.
@@ -88,20 +96,27 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> Any:
         headers = self._auth_headers()
+        data = None
         if json_body is not None:
             headers["Content-Type"] = content_type
-        response = await self._client.request(
-            method, path, json=json_body, params=params, headers=headers
-        )
-        if response.status_code >= 400:
+            data = json.dumps(json_body)
+        try:
+            async with self._client().request(
+                method, self._base + path, data=data, params=params, headers=headers
+            ) as response:
+                body = await response.read()
+                status_code = response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ApiError(0, "Unreachable", type(error).__name__) from None
+        if status_code >= 400:
             try:
-                status = response.json()
+                status = json.loads(body)
                 reason, message = str(status.get("reason", "")), str(status.get("message", ""))
             except ValueError:
-                reason, message = "", response.text[:200]
-            error_type = {404: NotFound, 409: Conflict}.get(response.status_code, ApiError)
-            raise error_type(response.status_code, reason, message)
-        return response.json()
+                reason, message = "", body[:200].decode(errors="replace")
+            error_type = {404: NotFound, 409: Conflict}.get(status_code, ApiError)
+            raise error_type(status_code, reason, message)
+        return json.loads(body) if body else None
 
     # Secrets
     @staticmethod

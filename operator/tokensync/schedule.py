@@ -76,7 +76,9 @@ def renewal_time(
     due = expires_at - renew_before(lifetime, policy)
     wait = due - minted_at
     spread = min(wait * JITTER_FRACTION, JITTER_CAP)
-    return due - spread * _unit(jitter)
+    # Whole seconds, earlier not later: status.renewalTime has second precision, and the
+    # timer must fire exactly when the status says, also after a restart.
+    return (due - spread * _unit(jitter)).replace(microsecond=0)
 
 
 def retry_delay(

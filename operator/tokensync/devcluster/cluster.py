@@ -280,6 +280,7 @@ def start(
     tie_to_parent: bool = True,
     ready_timeout_s: float = 120.0,
     crd_dir: Path | None = None,
+    extra_apiserver_args: list[str] | None = None,
 ) -> ControlPlane:
     """Start a fresh control plane in ``workdir`` and wait until it is ready.
 
@@ -364,6 +365,7 @@ def start(
                     "--allow-privileged=false",
                     "--profiling=false",
                     "--v=1",
+                    *(extra_apiserver_args or []),
                 ],
                 workdir,
                 tie_to_parent,
