@@ -10,34 +10,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from tokensync.devcluster.cluster import ControlPlane
 
 
 class BenchApi:
+    """aiohttp, like the operator's own writes: the tightest client we have in Python."""
+
     def __init__(self, plane: ControlPlane, connections: int = 64) -> None:
         pki = plane.workdir / "pki"
         context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-        self.client = httpx.AsyncClient(
-            base_url=plane.server,
-            verify=context,
-            timeout=httpx.Timeout(60.0, read=None),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        self.base = plane.server
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, limit=connections),
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         )
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
     async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
-        headers = {}
-        if body is not None and method == "PATCH":
+        headers = {"Content-Type": "application/json"}
+        if method == "PATCH":
             headers["Content-Type"] = "application/merge-patch+json"
-        response = await self.client.request(method, path, json=body, headers=headers, **kwargs)
-        if response.status_code >= 400:
-            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-        return response.json() if response.content else None
+        data = json.dumps(body) if body is not None else None
+        async with self.client.request(
+            method, self.base + path, data=data, headers=headers, **kwargs
+        ) as response:
+            text = await response.read()
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: {response.status} {text[:300]!r}")
+            return json.loads(text) if text else None
+
+    async def text(self, path: str) -> str:
+        async with self.client.get(self.base + path) as response:
+            return await response.text()
 
     async def bulk(
         self, items: list[Any], work: Callable[[Any], Any], concurrency: int = 48
@@ -67,16 +76,16 @@ class BenchApi:
             if version:
                 query["resourceVersion"] = version
             try:
-                async with self.client.stream("GET", path, params=query) as response:
-                    async for line in response.aiter_lines():
-                        if not line:
+                async with self.client.get(self.base + path, params=query) as response:
+                    async for line in response.content:
+                        if not line.strip():
                             continue
                         event = json.loads(line)
                         obj = event.get("object", {})
                         version = obj.get("metadata", {}).get("resourceVersion", version)
                         if event.get("type") != "BOOKMARK":
                             on_event(time.time(), event.get("type", ""), obj)
-            except (httpx.HTTPError, json.JSONDecodeError):
+            except (aiohttp.ClientError, json.JSONDecodeError):
                 await asyncio.sleep(0.2)
 
 

@@ -51,6 +51,26 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[index]
 
 
+def process_cpu() -> dict[str, float]:
+    """CPU seconds so far of each process on the machine, summed by command name."""
+    usage: dict[str, float] = defaultdict(float)
+    ticks = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        name = Path(cmdline[0].decode(errors="replace")).name if cmdline[0] else "?"
+        if name.startswith("python") and len(cmdline) > 1:
+            script = b" ".join(cmdline[1:4]).decode(errors="replace")
+            name = "operator" if "tokensync run" in script else (
+                "token-endpoint" if "fake_endpoint" in script else "bench" if "run.py" in script else name)
+        usage[name] += (int(fields[11]) + int(fields[12])) / ticks
+    return usage
+
+
 def parse_time(value: str | None) -> float | None:
     if not value:
         return None
@@ -187,8 +207,7 @@ class Bench:
 
     # Helpers
     async def scrape(self, api: BenchApi) -> dict[tuple[tuple[str, str], ...], float]:
-        response = await api.client.get("/metrics")
-        return metrics(response.text, "apiserver_request_total")
+        return metrics(await api.text("/metrics"), "apiserver_request_total")
 
     @staticmethod
     def delta(
@@ -294,8 +313,11 @@ class Bench:
                 self.token_manifest(namespace, index, url),
             )
 
+        cpu_before, _ = self.operator_usage()
+        system_before = process_cpu()
         began = time.time()
         created = await api.bulk(list(range(size)), create, concurrency=48)
+        self.results[f"burst_{size}_create_s"] = round(time.time() - began, 2)
         keys = [f"{namespace}/t{i}" for i in range(size)]
         deadline = began + self.args.burst_timeout
         while time.time() < deadline:
@@ -307,6 +329,15 @@ class Bench:
                 break
             await asyncio.sleep(0.1)
         converged = time.time() - began
+        cpu_after, _ = self.operator_usage()
+        system_after = process_cpu()
+        self.results[f"burst_{size}_cpu_share"] = {
+            name: round((system_after.get(name, 0) - cpu) / converged, 2)
+            for name, cpu in system_before.items()
+        }
+        self.results[f"burst_{size}_operator_cpu_ms_per_token"] = round(
+            (cpu_after - cpu_before) / size * 1000, 2
+        )
         after = await self.scrape(api)
         latencies = [
             observer.secret_changes[f"{namespace}/t{i}-token"][0][0] - created[i]

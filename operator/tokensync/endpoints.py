@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -93,13 +94,15 @@ class HttpClient:
         context = ssl.create_default_context()
         if ca_file:
             context.load_verify_locations(cafile=ca_file)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._client = httpx.AsyncClient(
-            verify=context,
+            # httpx's API, aiohttp's wire: httpcore's own pool cost 5x more CPU per request
+            # (docs/decisions/0004-http-clients.md).
+            transport=AiohttpTransport(verify=context, limits=limits, trust_env=False),
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
             headers={"User-Agent": "tokensync"},
             trust_env=False,
         )

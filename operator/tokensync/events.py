@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -29,18 +30,70 @@ class EventSink(Protocol):
 
 
 class EventRecorder:
+    """Posts Events in the background: a reconcile never waits for one.
+
+    Bounded: when the API server is slow and more than ``backlog`` Events wait, new ones
+    are dropped (and counted in the log) rather than holding memory or tokens back.
+    """
+
     def __init__(
         self,
         sink: EventSink,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         instance: str | None = None,
+        senders: int = 4,
+        backlog: int = 10_000,
     ) -> None:
         self._sink = sink
         self._clock = clock
         self._instance = instance or socket.gethostname()
+        self._senders = senders
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=backlog)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped = 0
+
+    def start(self) -> None:
+        for index in range(self._senders):
+            self._tasks.append(asyncio.create_task(self._send(), name=f"events-{index}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def flush(self) -> None:
+        """Wait until every queued Event was sent (tests)."""
+        await self._queue.join()
+
+    async def _send(self) -> None:
+        while True:
+            body = await self._queue.get()
+            try:
+                await self._post(body)
+            finally:
+                self._queue.task_done()
 
     async def record(self, ref: ObjectRef, kind: str, reason: str, note: str) -> None:
+        body = self._body(ref, kind, reason, note)
+        if not self._tasks:
+            await self._post(body)
+            return
+        try:
+            self._queue.put_nowait(body)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            logger.warning(
+                "event %s for %s/%s dropped: %d events already wait (%d dropped so far)",
+                reason,
+                ref.namespace,
+                ref.name,
+                self._queue.qsize(),
+                self.dropped,
+            )
+
+    def _body(self, ref: ObjectRef, kind: str, reason: str, note: str) -> dict[str, Any]:
         now = self._clock().astimezone(UTC)
         body = {
             "apiVersion": "events.k8s.io/v1",
@@ -65,14 +118,18 @@ class EventRecorder:
                 "uid": ref.uid,
             },
         }
+        return body
+
+    async def _post(self, body: dict[str, Any]) -> None:
+        regarding = body["regarding"]
         try:
-            await self._sink.create_event(ref.namespace, body)
+            await self._sink.create_event(regarding["namespace"], body)
         except Exception as error:  # an Event is never worth failing a reconcile for
             logger.warning(
                 "event %s for %s/%s not posted: %s %s",
-                reason,
-                ref.namespace,
-                ref.name,
+                body["reason"],
+                regarding["namespace"],
+                regarding["name"],
                 type(error).__name__,
                 getattr(error, "status", ""),
             )

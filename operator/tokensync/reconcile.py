@@ -315,6 +315,7 @@ class Reconciler:
                     view.refresh,
                     request.now,
                     lambda: provider.mint(request),
+                    newer_than=view.status.last_mint_time,
                     force=cause is Cause.RENEW_REQUESTED,
                 )
             else:

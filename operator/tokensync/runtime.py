@@ -76,6 +76,7 @@ class Runtime:
     kube: KubeApi
     http: HttpClient
     controller: Controller
+    events: EventRecorder
 
     @classmethod
     async def create(cls, config: OperatorConfig) -> Runtime:
@@ -85,19 +86,22 @@ class Runtime:
         digest = await load_digest_key(kube, config.operator_namespace, config.digest_key_secret)
         secrets = SecretCache(kube)
         await preload_secrets(kube, secrets, config)
+        events = EventRecorder(kube)
+        events.start()
         reconciler = Reconciler(
             kube=kube,
             secrets=secrets,
             http=http,
             digest=digest,
-            events=EventRecorder(kube),
+            events=events,
             clock=lambda: datetime.now(UTC),
             jitter=random.random,
         )
         controller = Controller(reconciler, secrets, workers=config.workers)
-        return cls(kube=kube, http=http, controller=controller)
+        return cls(kube=kube, http=http, controller=controller, events=events)
 
     async def close(self) -> None:
         await self.controller.stop()
+        await self.events.stop()
         await self.http.close()
         await self.kube.close()

@@ -25,10 +25,18 @@ class SharedMints:
     def __len__(self) -> int:
         return len(self._latest)
 
-    def fresh(self, key: str, policy: RefreshPolicy, now: datetime) -> Token | None:
-        """The latest shared token, if this holder would not yet want to renew it."""
+    def fresh(
+        self, key: str, policy: RefreshPolicy, now: datetime, newer_than: datetime | None
+    ) -> Token | None:
+        """The latest shared token, if this holder would not yet want to renew it.
+
+        ``newer_than`` is when the holder's current token was minted (whole seconds): a
+        holder renewing must get a newer token than its own, never the same one back.
+        """
         token = self._latest.get(key)
         if token is None:
+            return None
+        if newer_than is not None and token.minted_at.replace(microsecond=0) <= newer_than:
             return None
         if token.expires_at is None:
             return token
@@ -46,11 +54,12 @@ class SharedMints:
         now: datetime,
         mint: Callable[[], Awaitable[Token]],
         *,
+        newer_than: datetime | None = None,
         force: bool = False,
     ) -> Token:
         """A fresh shared token, or the one being minted, or a new mint. ``force``: new."""
         if not force:
-            fresh = self.fresh(key, policy, now)
+            fresh = self.fresh(key, policy, now, newer_than)
             if fresh is not None:
                 return fresh
             pending = self._inflight.get(key)

@@ -151,7 +151,7 @@ def test_apply_yields_secret_promptly(
 
 
 def test_renews_before_each_expiry_and_never_holds_an_expired_token(
-    cluster: Cluster, oauth2_server: FakeOAuth2Server, subject: Subject
+    cluster: Cluster, oauth2_server: FakeOAuth2Server, subject: Subject, operator: OperatorProcess
 ) -> None:
     oauth2_server.clients[subject.client_id].expires_in = 6
     apply_token(cluster, oauth2_server, subject)
@@ -167,6 +167,10 @@ def test_renews_before_each_expiry_and_never_holds_an_expired_token(
                 seen.append(value)
         time.sleep(0.1)
     assert len(seen) >= 4, f"only {len(seen)} distinct tokens within 40s"
+    # Every write came with a new token: no renewal rewrote the one the Secret held.
+    logged = operator.logs().count(f"minted {subject.namespace}/{subject.name} ")
+    issued = len(oauth2_server.issued_to(subject.client_id))
+    assert issued <= logged <= issued + 1  # the last one may be logged after we counted
     events = [e.reason for e in cluster.events(subject.namespace, subject.name)]
     # Scheduled renewals of a healthy token are quiet: one Minted event, not one per round.
     assert events.count("Minted") == 1
@@ -316,8 +320,16 @@ def test_deleted_or_edited_secret_is_restored(
         timeout_s=10,
         what="restore after an edit",
     )
-    reasons = [e.reason for e in cluster.events(subject.namespace, subject.name)]
-    assert reasons.count("SecretRestored") >= 2
+    wait_for(
+        lambda: (
+            [e.reason for e in cluster.events(subject.namespace, subject.name)].count(
+                "SecretRestored"
+            )
+            >= 2
+        ),
+        timeout_s=10,
+        what="a SecretRestored event for each restore",
+    )
 
 
 def test_deleting_the_provider_token_deletes_its_secret(
