@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCAL ?= .local
 PYTEST_ARGS ?=
 
-.PHONY: venv binaries lint typecheck unit test cluster-up cluster-down run fake-oauth2 bench clean
+.PHONY: venv tools binaries lint typecheck unit test cluster-up cluster-down run fake-oauth2 bench clean
 
 venv: $(VENV)/.installed
 
@@ -22,9 +22,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 binaries: venv
 	$(BIN)/python -m tokensync.devcluster binaries
 
+# Tools the tests use from Debian's packages: promtool (alert rule tests).
+tools:
+	@command -v promtool >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
 lint: venv
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 
 typecheck: venv
 	$(BIN)/mypy
@@ -32,7 +37,7 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test: venv binaries lint typecheck
+test: venv tools binaries lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 cluster-up: binaries

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,8 +65,17 @@ def process_cpu() -> dict[str, float]:
         name = Path(cmdline[0].decode(errors="replace")).name if cmdline[0] else "?"
         if name.startswith("python") and len(cmdline) > 1:
             script = b" ".join(cmdline[1:4]).decode(errors="replace")
-            name = "operator" if "tokensync run" in script else (
-                "token-endpoint" if "fake_endpoint" in script else "bench" if "run.py" in script else name)
+            name = (
+                "operator"
+                if "tokensync run" in script
+                else (
+                    "token-endpoint"
+                    if "fake_endpoint" in script
+                    else "bench"
+                    if "run.py" in script
+                    else name
+                )
+            )
         usage[name] += (int(fields[11]) + int(fields[12])) / ticks
     return usage
 
@@ -256,6 +265,32 @@ class Bench:
             },
         )
 
+    async def remove_namespace(self, api: BenchApi, namespace: str) -> None:
+        """Delete an earlier burst and wait until it is gone (its tokens renew no more)."""
+        await api.call("DELETE", f"/api/v1/namespaces/{namespace}")
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                await api.call("GET", f"/api/v1/namespaces/{namespace}")
+            except RuntimeError:
+                return
+            await asyncio.sleep(1)
+        raise RuntimeError(f"namespace {namespace} was not deleted within 300 s")
+
+    async def settle(self, api: BenchApi) -> None:
+        """Wait until the operator's background Events of the burst are all posted."""
+        previous = -1.0
+        while True:
+            posted = sum(
+                v
+                for labels, v in (await self.scrape(api)).items()
+                if dict(labels).get("resource") == "events" and dict(labels).get("verb") == "POST"
+            )
+            if posted == previous:
+                return
+            previous = posted
+            await asyncio.sleep(3)
+
     # Phases
     async def ceiling(self, api: BenchApi, writes: int) -> None:
         await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": "ceiling"}})
@@ -329,7 +364,8 @@ class Bench:
                 break
             await asyncio.sleep(0.1)
         converged = time.time() - began
-        cpu_after, _ = self.operator_usage()
+        cpu_after, peak_rss = self.operator_usage()
+        self.results[f"burst_{size}_operator_peak_rss_mib"] = round(peak_rss, 1)
         system_after = process_cpu()
         self.results[f"burst_{size}_cpu_share"] = {
             name: round((system_after.get(name, 0) - cpu) / converged, 2)
@@ -375,6 +411,7 @@ class Bench:
         size = self.args.steady
         keys = [f"{namespace}/t{i}" for i in range(size)]
         rounds = self.args.rounds
+        await self.settle(api)
         async with httpx.AsyncClient() as client:
             await client.post(url + "/reset")
         before = await self.scrape(api)
@@ -409,7 +446,7 @@ class Bench:
         expired = 0.0
         for key in keys:
             changes = observer.secret_changes[f"{key}-token"]
-            for previous, following in zip(changes, changes[1:], strict=False):
+            for previous, following in itertools.pairwise(changes):
                 if previous[2] is not None and following[0] > previous[2]:
                     expired += following[0] - previous[2]
             if changes and changes[-1][2] is not None and ended > changes[-1][2]:
@@ -512,9 +549,12 @@ class Bench:
             self.start_operator(url.removeprefix("http://"))
             namespace = ""
             for size in self.args.sizes:
+                if namespace:
+                    await self.remove_namespace(api, namespace)
                 namespace = await self.burst(api, observer, size, url)
+                burst = {k: v for k, v in self.results.items() if k.startswith(f"burst_{size}")}
                 print(
-                    f"burst {size}: {json.dumps({k: v for k, v in self.results.items() if k.startswith(f'burst_{size}')})}",
+                    f"burst {size}: {json.dumps(burst)}",
                     flush=True,
                 )
             if self.args.steady:

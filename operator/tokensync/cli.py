@@ -140,9 +140,6 @@ def _run(config: OperatorConfig) -> int:
         standalone=config.peering is None,
         peering_name=config.peering,
         priority=config.priority,
-        liveness_endpoint=(
-            f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
-        ),
         memo=kopf.Memo(config=config),
     )
     return 0

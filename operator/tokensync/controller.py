@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tokensync import names
+from tokensync import metrics, names
 from tokensync.kube import ApiError, KubeApi
-from tokensync.model import Key, resource_version
+from tokensync.model import Key, Status, resource_version, trimmed
 from tokensync.reconcile import Reconciler
 from tokensync.workqueue import WorkQueue
 
@@ -28,6 +28,25 @@ _ERROR_RETRY = timedelta(seconds=5)
 def _key(body: Mapping[str, Any]) -> Key:
     metadata = body.get("metadata") or {}
     return (metadata.get("namespace", ""), metadata.get("name", ""))
+
+
+def _export_status(key: Key, body: Mapping[str, Any]) -> None:
+    """The per-token gauges follow the status, the one source of truth about a token."""
+    providers = (body.get("spec") or {}).get("provider") or {}
+    if len(providers) != 1:
+        return
+    status = Status.parse(body.get("status") or {})
+    if status.ready is None:
+        return
+    metrics.token_state(
+        key[0],
+        key[1],
+        next(iter(providers)),
+        ready=status.ready == "True",
+        expires_at=status.expires_at,
+        renewal_at=status.renewal_time,
+        minted_at=status.last_mint_time,
+    )
 
 
 class SecretCache:
@@ -49,7 +68,7 @@ class SecretCache:
         if event_type == "DELETED":
             self._items.pop(key, None)
         else:
-            self._items[key] = body
+            self._items[key] = trimmed(body)
         return True
 
     def remember(self, secret: Mapping[str, Any]) -> None:
@@ -107,6 +126,7 @@ class Controller:
         self._referrers: dict[Key, set[Key]] = defaultdict(set)
         self._references: dict[Key, tuple[Key, ...]] = {}
         self.queue: WorkQueue[Key] = WorkQueue(self._process, workers=workers)
+        metrics.QUEUE_DEPTH.set_function(lambda: len(self.queue))
 
     def start(self) -> None:
         self.queue.start()
@@ -121,6 +141,7 @@ class Controller:
             self._index(key, ())
             self.queue.forget(key)
             self._reconciler.forget(key)
+            metrics.forget_token(*key)
             return
         if not self._store_token(body):
             return
@@ -152,7 +173,8 @@ class Controller:
         held = self.tokens.get(key)
         if held is not None and resource_version(body) <= resource_version(held):
             return False
-        self.tokens[key] = body
+        self.tokens[key] = trimmed(body)
+        _export_status(key, body)
         return True
 
     def _index(self, key: Key, referenced: tuple[Key, ...]) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from tokensync import metrics
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_RESPONSE_BYTES = 1024 * 1024
 
@@ -138,8 +140,14 @@ class HttpClient:
             finally:
                 await response.aclose()
         except httpx.TimeoutException:
+            metrics.provider_request(None)
             raise TransportFailure("timed out") from None
         except httpx.HTTPError as error:
+            metrics.provider_request(None)
             # The exception text may quote the URL and its query string: use the type only.
             raise TransportFailure(type(error).__name__) from None
+        except TransportFailure:
+            metrics.provider_request(None)
+            raise
+        metrics.provider_request(response.status_code)
         return HttpResponse(status=response.status_code, headers=response.headers, body=bytes(body))

@@ -33,7 +33,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings.peering.clusterwide = config.clusterwide
     runtime = await Runtime.create(config)
     memo.runtime = runtime
-    runtime.controller.start()
+    await runtime.start(config.health_port)
 
 
 @kopf.on.cleanup()

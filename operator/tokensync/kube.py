@@ -118,6 +118,16 @@ class KubeApi:
             raise error_type(status_code, reason, message)
         return json.loads(body) if body else None
 
+    async def reachable(self) -> bool:
+        """The API server's own readiness (a non-resource URL every account may read)."""
+        try:
+            async with self._client().get(
+                self._base + "/readyz", headers=self._auth_headers()
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
     # Secrets
     @staticmethod
     def _secret_path(namespace: str, name: str | None = None) -> str:

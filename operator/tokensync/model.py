@@ -35,6 +35,39 @@ def format_time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "labels",
+    "ownerReferences",
+)
+
+
+def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What tokensync reads of an object, and nothing else, for its caches.
+
+    managedFields, kubectl's last-applied copy and other annotations are most of an
+    object's size; at 5,000 ProviderTokens and as many Secrets, caching them whole cost
+    more memory than everything else together.
+    """
+    metadata = body.get("metadata") or {}
+    kept = {key: metadata[key] for key in _KEPT_METADATA if key in metadata}
+    annotations = {
+        key: value
+        for key, value in (metadata.get("annotations") or {}).items()
+        if key.startswith("tokensync.dev/")
+    }
+    if annotations:
+        kept["annotations"] = annotations
+    return {
+        "metadata": kept,
+        **{key: body[key] for key in ("spec", "status", "data") if key in body},
+    }
+
+
 def resource_version(body: Mapping[str, Any]) -> int:
     """etcd revisions are integers; an unparsable one sorts first and never wins."""
     try:
@@ -81,7 +114,6 @@ class ProviderTokenView:
     name: str
     uid: str
     generation: int
-    created: str
     provider: str
     provider_spec: Mapping[str, Any] = field(repr=False)
     credentials_secret: str
@@ -121,7 +153,6 @@ def parse_provider_token(body: Mapping[str, Any]) -> ProviderTokenView:
         name=metadata.get("name", ""),
         uid=metadata.get("uid", ""),
         generation=int(metadata.get("generation", 0)),
-        created=metadata.get("creationTimestamp", ""),
         provider=provider,
         provider_spec=provider_spec or {},
         credentials_secret=(spec.get("credentialsRef") or {}).get("name", ""),

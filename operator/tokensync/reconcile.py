@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tokensync import names
+from tokensync import metrics, names
 from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder, ObjectRef
 from tokensync.kube import ApiError, Conflict
@@ -309,18 +309,22 @@ class Reconciler:
             state=saved_state,
         )
         try:
-            if provider.shareable(view.provider_spec):
-                token = await self._shared.mint(
-                    self._share_key(view, digest),
-                    view.refresh,
-                    request.now,
-                    lambda: provider.mint(request),
-                    newer_than=view.status.last_mint_time,
-                    force=cause is Cause.RENEW_REQUESTED,
-                )
-            else:
-                token = await provider.mint(request)
+            with metrics.provider_context(view.provider):
+                if provider.shareable(view.provider_spec):
+                    token = await self._shared.mint(
+                        self._share_key(view, digest),
+                        view.refresh,
+                        request.now,
+                        lambda: provider.mint(request),
+                        newer_than=view.status.last_mint_time,
+                        force=cause is Cause.RENEW_REQUESTED,
+                    )
+                else:
+                    token = await provider.mint(request)
         except MintError as error:
+            duration = time.perf_counter() - started
+            metrics.MINTS.labels(view.provider, "failure", error.reason).inc()
+            metrics.MINT_DURATION.labels(view.provider).observe(duration)
             logger.warning(
                 "mint failed %s/%s provider=%s cause=%s reason=%s duration=%.3fs",
                 view.namespace,
@@ -328,9 +332,11 @@ class Reconciler:
                 view.provider,
                 cause,
                 error.reason,
-                time.perf_counter() - started,
+                duration,
             )
             return await self._fail(view, target, error, attempted=True)
+        metrics.MINTS.labels(view.provider, "success", cause.value).inc()
+        metrics.MINT_DURATION.labels(view.provider).observe(time.perf_counter() - started)
         if token.state is not None and token.state != saved_state:
             await self._save_state(view, token.state, state_body)
         memory.held = token

@@ -14,6 +14,7 @@ from tokensync.config import OperatorConfig
 from tokensync.controller import Controller, SecretCache
 from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder
+from tokensync.health import Health
 from tokensync.kube import Conflict, KubeApi
 from tokensync.model import decode_secret_data
 from tokensync.providers import load_all
@@ -77,6 +78,7 @@ class Runtime:
     http: HttpClient
     controller: Controller
     events: EventRecorder
+    health: Health
 
     @classmethod
     async def create(cls, config: OperatorConfig) -> Runtime:
@@ -98,9 +100,17 @@ class Runtime:
             jitter=random.random,
         )
         controller = Controller(reconciler, secrets, workers=config.workers)
-        return cls(kube=kube, http=http, controller=controller, events=events)
+        health = Health(kube.reachable, alive=controller.queue.running)
+        return cls(kube=kube, http=http, controller=controller, events=events, health=health)
+
+    async def start(self, health_port: int) -> None:
+        self.controller.start()
+        await self.health.start(health_port)
+        self.health.started = True
+        await self.health.check_api()
 
     async def close(self) -> None:
+        await self.health.stop()
         await self.controller.stop()
         await self.events.stop()
         await self.http.close()

@@ -57,6 +57,10 @@ class WorkQueue(Generic[K]):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
+    def running(self) -> bool:
+        """All timer and worker tasks are alive (none crashed or finished)."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
     def __len__(self) -> int:
         return len(self._due)
 

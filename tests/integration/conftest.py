@@ -15,7 +15,7 @@ from fakes.podero import FakePodero
 from support.objects import Cluster
 from support.operator import OperatorProcess
 from support.providers import Fakes
-from tokensync.devcluster.cluster import ControlPlane
+from tokensync.devcluster.cluster import ControlPlane, free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -68,6 +68,7 @@ def operator(
     One for the whole run; a test that kills it starts it again.
     """
     log = operator_logs_dir / "operator.log"
+    metrics_port, health_port = free_port(), free_port()
     process = OperatorProcess(
         operator_kubeconfig_path,
         log,
@@ -76,11 +77,13 @@ def operator(
             ",".join(fake.host for fake in fakes.all()),
             "--allow-insecure-http",
             "--metrics-port",
-            "0",
+            str(metrics_port),
             "--health-port",
-            "0",
+            str(health_port),
         ],
     ).start()
+    process.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    process.health_url = f"http://127.0.0.1:{health_port}"
     try:
         yield process
     finally:

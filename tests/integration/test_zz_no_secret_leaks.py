@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
+
 from support.objects import GROUP, PLURAL, VERSION, Cluster
+from support.operator import OperatorProcess
 from support.providers import Fakes
 
 
 def test_no_credential_or_token_value_anywhere(
-    cluster: Cluster, fakes: Fakes, operator_logs_dir: Path
+    cluster: Cluster, fakes: Fakes, operator_logs_dir: Path, operator: OperatorProcess
 ) -> None:
     secrets = {value for value in fakes.every_secret() if len(value) >= 8}
     assert len(secrets) > 20, "the suite should have produced tokens to look for"
@@ -28,7 +31,15 @@ def test_no_credential_or_token_value_anywhere(
     tokens = cluster.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
     status_text = json.dumps([t.get("status") for t in tokens])
 
-    for where, text in (("logs", logs), ("events", event_text), ("status", status_text)):
+    metrics_text = httpx.get(operator.metrics_url, timeout=5).text
+    assert "tokensync_mint_total" in metrics_text
+    sources = (
+        ("logs", logs),
+        ("events", event_text),
+        ("status", status_text),
+        ("metrics", metrics_text),
+    )
+    for where, text in sources:
         leaked = [s[:6] + "…" for s in secrets if s in text]
         assert not leaked, f"secret values found in {where}: {leaked}"
 

@@ -18,6 +18,8 @@ class OperatorProcess:
         self.log_path = log_path
         self.args = args
         self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_url = ""
+        self.health_url = ""
 
     def start(self) -> OperatorProcess:
         env = {
