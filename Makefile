@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCAL ?= .local
 PYTEST_ARGS ?=
 
-.PHONY: venv tools binaries lint typecheck unit test cluster-up cluster-down run fake-oauth2 bench clean
+.PHONY: venv tools binaries lint typecheck unit test cluster-up cluster-down run fake-oauth2 bench e2e-kind clean
 
 venv: $(VENV)/.installed
 
@@ -17,15 +17,25 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl once per version
-# into ~/.cache/tokensync/bin (or uses $$KUBEBUILDER_ASSETS).
+# Builds etcd, kube-apiserver, kube-controller-manager and kubectl (and helm, for the
+# chart's tests) once per version into ~/.cache/tokensync/bin (or uses $$KUBEBUILDER_ASSETS).
 binaries: venv
-	$(BIN)/python -m tokensync.devcluster binaries
+	$(BIN)/python -m tokensync.devcluster binaries --helm
 
-# Tools the tests use from Debian's packages: promtool (alert rule tests).
+# Tools the tests use from Debian's packages: promtool (alert rule tests), shellcheck,
+# lua with cjson (the Argo CD health check).
 tools:
-	@command -v promtool >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	command -v lua5.4 >/dev/null || missing="$$missing lua5.4"; \
+	[ -e /usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so ] || [ -n "$$(find /usr/lib -path '*lua/5.4/cjson.so' 2>/dev/null)" ] || missing="$$missing lua-cjson"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+# End to end on kind (needs Docker, kind, helm, kubectl; not on our CI machines).
+e2e-kind:
+	hack/e2e-kind.sh
 
 lint: venv
 	$(BIN)/ruff check operator tests bench

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tokensync import __version__
 from tokensync.config import OperatorConfig
@@ -53,24 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NS",
         help="watch only this namespace; repeatable (env TOKENSYNC_NAMESPACES, comma-separated)",
     )
-    run.add_argument(
-        "--allowed-hosts",
-        default=_env("TOKENSYNC_ALLOWED_HOSTS", ""),
-        metavar="HOST[,HOST...]",
-        help="extra endpoint hosts (host or host:port) ProviderTokens may use",
-    )
-    run.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        default=_env_flag("TOKENSYNC_ALLOW_INSECURE_HTTP"),
-        help="permit plain http:// endpoints (tests and development only)",
-    )
-    run.add_argument(
-        "--ca-file",
-        default=_env("TOKENSYNC_CA_FILE"),
-        metavar="PATH",
-        help="extra CA bundle for provider TLS",
-    )
+    _endpoint_options(run)
     run.add_argument("--metrics-port", type=int, default=_env_int("TOKENSYNC_METRICS_PORT", 8080))
     run.add_argument("--health-port", type=int, default=_env_int("TOKENSYNC_HEALTH_PORT", 8081))
     run.add_argument(
@@ -97,7 +81,49 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("TOKENSYNC_LOG_FORMAT", "text"),
     )
     run.add_argument("--log-level", default=_env("TOKENSYNC_LOG_LEVEL", "INFO"))
+    mint = commands.add_parser(
+        "mint", help="mint once from a manifest and a credentials file (no cluster needed)"
+    )
+    mint.add_argument("-f", "--filename", type=Path, required=True, help="ProviderToken YAML")
+    mint.add_argument(
+        "--credentials",
+        type=Path,
+        required=True,
+        help="a Secret manifest, a YAML/JSON mapping or KEY=VALUE lines",
+    )
+    mint.add_argument(
+        "--show-token", action="store_true", help="print the token too (it is a secret)"
+    )
+    _endpoint_options(mint)
     return parser
+
+
+def _endpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allowed-hosts",
+        default=_env("TOKENSYNC_ALLOWED_HOSTS", ""),
+        metavar="HOST[,HOST...]",
+        help="extra endpoint hosts (host or host:port) ProviderTokens may use",
+    )
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=_env_flag("TOKENSYNC_ALLOW_INSECURE_HTTP"),
+        help="permit plain http:// endpoints (tests and development only)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        default=_env("TOKENSYNC_CA_FILE"),
+        metavar="PATH",
+        help="extra CA bundle for provider TLS",
+    )
+
+
+def _endpoints(args: argparse.Namespace) -> EndpointPolicy:
+    return EndpointPolicy(
+        allowed_hosts=normalise_hosts([args.allowed_hosts]),
+        allow_insecure_http=args.allow_insecure_http,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
@@ -108,10 +134,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         namespaces = tuple(n for n in (_env("TOKENSYNC_NAMESPACES") or "").split(",") if n)
     return OperatorConfig(
         namespaces=namespaces,
-        endpoints=EndpointPolicy(
-            allowed_hosts=normalise_hosts([args.allowed_hosts]),
-            allow_insecure_http=args.allow_insecure_http,
-        ),
+        endpoints=_endpoints(args),
         ca_file=args.ca_file,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
@@ -149,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(config_from_args(args))
+    if args.command == "mint":
+        from tokensync import oneshot
+
+        config = OperatorConfig(endpoints=_endpoints(args), ca_file=args.ca_file)
+        return oneshot.run(args.filename, args.credentials, config, args.show_token)
     return 2
 
 

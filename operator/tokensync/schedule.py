@@ -16,8 +16,8 @@ KUBELET_PROPAGATION_MARGIN = timedelta(seconds=90)
 # cert-manager's rule: renew when a third of the lifetime remains.
 DEFAULT_REMAINING_FRACTION = 1 / 3
 # Jitter only ever moves a renewal earlier, by at most this share of the wait, capped.
-JITTER_FRACTION = 0.05
-JITTER_CAP = timedelta(seconds=30)
+JITTER_FRACTION = 0.10
+JITTER_CAP = timedelta(seconds=60)
 
 TRANSIENT_BASE = timedelta(seconds=2)
 TRANSIENT_CAP = timedelta(minutes=5)

@@ -71,9 +71,9 @@ def test_jitter_only_moves_renewal_earlier_and_is_bounded() -> None:
     earliest = renewal_time(T0, T0 + H, RefreshPolicy(), jitter=1.0)
     assert latest is not None and earliest is not None
     assert earliest < latest
-    assert latest - earliest == 30 * S  # 5% of 40 min is 2 min, capped at 30 s
+    assert latest - earliest == 60 * S  # 10% of 40 min is 4 min, capped at 60 s
     short = renewal_time(T0, T0 + 300 * S, RefreshPolicy(), jitter=1.0)
-    assert short == T0 + 200 * S - 10 * S  # 5% of the 200 s wait
+    assert short == T0 + 200 * S - 20 * S  # 10% of the 200 s wait
 
 
 def test_renewal_time_for_a_token_that_never_expires() -> None:

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tokensync.devcluster.build import BuildError, ensure_binaries
+from tokensync.devcluster.build import BuildError, ensure_binaries, helm_binary
 from tokensync.devcluster.cluster import ControlPlaneError, attach, start, stop_detached
 
 
@@ -87,10 +87,12 @@ def _run(args: argparse.Namespace) -> int:
             plane.stop()
 
 
-def _binaries(_: argparse.Namespace) -> int:
+def _binaries(args: argparse.Namespace) -> int:
     binaries = ensure_binaries()
     for name in ("etcd", "kube_apiserver", "kube_controller_manager", "kubectl"):
         print(f"{name}={getattr(binaries, name)}")
+    if args.helm:
+        print(f"helm={helm_binary()}")
     return 0
 
 
@@ -102,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--crds", type=Path, default=Path("crds"), help="CRD directory to apply")
     up.set_defaults(run=_up)
     commands.add_parser("down", help="stop the detached control plane").set_defaults(run=_down)
-    commands.add_parser("binaries", help="build (if needed) and print the binaries").set_defaults(
-        run=_binaries
-    )
+    binaries = commands.add_parser("binaries", help="build (if needed) and print the binaries")
+    binaries.add_argument("--helm", action="store_true", help="helm too (chart tests)")
+    binaries.set_defaults(run=_binaries)
     run = commands.add_parser(
         "run", help="run the operator; with no cluster configured, on a local control plane"
     )

@@ -26,6 +26,7 @@ from tokensync.devcluster.versions import (
     ALL_BINARIES,
     ETCD_BINARY,
     ETCD_VERSION,
+    HELM_VERSION,
     KUBE_BINARIES,
     KUBERNETES_VERSION,
     staging_version,
@@ -253,3 +254,37 @@ def _build_etcd(log: bool) -> None:
                 log=log,
             )
             _install(out, etcd_bin_dir(), [ETCD_BINARY])
+
+
+def helm_binary() -> Path:
+    """helm, built once per version from the Go module proxy into the cache."""
+    target = cache_root() / "bin" / f"helm-{HELM_VERSION}" / "helm"
+    with _build_lock("helm"):
+        if target.is_file():
+            return target
+        with tempfile.TemporaryDirectory(prefix="tokensync-helm-") as tmp:
+            work = Path(tmp)
+            (work / "go.mod").write_text(
+                "module tokensync.local/helm\n\ngo 1.25.0\n\n"
+                f"require helm.sh/helm/v3 {HELM_VERSION}\n\n"
+                "tool helm.sh/helm/v3/cmd/helm\n"
+            )
+            _run_go(["mod", "tidy"], cwd=work, log=True)
+            out = work / "out"
+            out.mkdir()
+            ldflags = f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"
+            _run_go(
+                [
+                    "build",
+                    "-trimpath",
+                    "-ldflags",
+                    ldflags,
+                    "-o",
+                    f"{out}/",
+                    "helm.sh/helm/v3/cmd/helm",
+                ],
+                cwd=work,
+                log=True,
+            )
+            _install(out, target.parent, ["helm"])
+    return target

@@ -5,6 +5,8 @@ from __future__ import annotations
 # v1.35.7, v1.35.9 and v1.35.10 are refused by the module proxy we reach; v1.35.8 is served.
 KUBERNETES_VERSION = "v1.35.8"
 ETCD_VERSION = "v3.6.16"
+# Only for the chart's tests (helm lint / template); not part of the control plane.
+HELM_VERSION = "v3.22.0"
 
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kubectl")
 ETCD_BINARY = "etcd"

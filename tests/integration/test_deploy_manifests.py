@@ -1,0 +1,149 @@
+"""What ships in deploy/ is accepted by the real API server; the chart matches its sources."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support.objects import Cluster
+from tokensync.devcluster.build import helm_binary
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "tokensync"
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return helm_binary()
+
+
+def run(*command: str, input_text: str | None = None) -> str:
+    result = subprocess.run(
+        list(command), capture_output=True, text=True, input=input_text, check=False, timeout=120
+    )
+    assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def documents(text: str) -> Iterator[dict[str, Any]]:
+    yield from (d for d in yaml.safe_load_all(text) if d)
+
+
+def test_kustomize_base_is_accepted_by_the_api_server(cluster: Cluster) -> None:
+    # A server-side dry run creates nothing, so objects in the new namespace would find
+    # it missing: the namespace itself is applied for real first.
+    cluster.plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac" / "namespace.yaml"))
+    output = cluster.plane.kubectl("apply", "--dry-run=server", "-k", str(REPO / "deploy"))
+    for expected in (
+        "customresourcedefinition.apiextensions.k8s.io/providertokens.tokensync.dev",
+        "clusterrole.rbac.authorization.k8s.io/tokensync",
+        "deployment.apps/tokensync",
+        "service/tokensync-metrics",
+    ):
+        assert expected in output, output
+
+
+def test_the_deployment_is_locked_down(cluster: Cluster) -> None:
+    rendered = cluster.plane.kubectl("kustomize", str(REPO / "deploy"))
+    deployment = next(d for d in documents(rendered) if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_chart_lints(helm: Path) -> None:
+    output = run(str(helm), "lint", str(CHART), "--strict")
+    assert "0 chart(s) failed" in output
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "allowedHosts={idp.example.com,10.0.0.5:8443}",
+            "--set",
+            "caBundle.configMapName=corp-ca",
+        ],
+    ],
+    ids=["defaults", "ha-namespaces-hosts-ca"],
+)
+def test_chart_output_is_accepted_by_the_api_server(
+    cluster: Cluster, helm: Path, values: list[str]
+) -> None:
+    namespace = cluster.namespace("helm")
+    rendered = run(
+        str(helm),
+        "template",
+        "tokensync",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--include-crds",
+        *values,
+    )
+    output = cluster.plane.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input_text=rendered
+    )
+    assert "deployment.apps/tokensync" in output, output
+    deployment = next(d for d in documents(rendered) if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    if values:
+        assert "--peering=tokensync" in args and "--namespace=team-a" in args
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "TOKENSYNC_ALLOWED_HOSTS", "value": "idp.example.com,10.0.0.5:8443"} in env
+
+
+def test_chart_crd_and_rbac_are_the_single_sources(helm: Path) -> None:
+    rendered = list(documents(run(str(helm), "template", "t", str(CHART), "--include-crds")))
+    crd = next(d for d in rendered if d["kind"] == "CustomResourceDefinition")
+    assert crd == yaml.safe_load((REPO / "crds" / "tokensync.dev_providertokens.yaml").read_text())
+    role = next(d for d in rendered if d["kind"] == "ClusterRole")
+    shipped = yaml.safe_load((REPO / "deploy" / "rbac" / "clusterrole.yaml").read_text())
+    assert role["rules"] == shipped["rules"]
+
+
+def test_monitoring_toggles(helm: Path) -> None:
+    rendered = list(
+        documents(
+            run(
+                str(helm),
+                "template",
+                "t",
+                str(CHART),
+                "--set",
+                "prometheusRule.enabled=true",
+                "--set",
+                "grafanaDashboard.enabled=true",
+                "--set",
+                "metrics.serviceMonitor.enabled=true",
+            )
+        )
+    )
+    kinds = {d["kind"] for d in rendered}
+    assert {"PrometheusRule", "ServiceMonitor", "ConfigMap"} <= kinds
+    rule = next(d for d in rendered if d["kind"] == "PrometheusRule")
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert rule["spec"] == alerts
+    dashboard = next(d for d in rendered if d["kind"] == "ConfigMap")
+    assert json.loads(dashboard["data"]["tokensync.json"])["uid"] == "tokensync"
+    plain = {d["kind"] for d in documents(run(str(helm), "template", "t", str(CHART)))}
+    assert not {"PrometheusRule", "ServiceMonitor"} & plain
