@@ -24,6 +24,7 @@ from tokensync.kube import ApiError, Conflict
 from tokensync.model import (
     ProviderTokenView,
     SpecInvalid,
+    Status,
     controller_uid,
     format_time,
     parse_provider_token,
@@ -561,7 +562,14 @@ class Reconciler:
         return True
 
     async def _patch_invalid(self, body: Mapping[str, Any], message: str) -> None:
+        """Report a spec the schema let through but tokensync cannot serve, once per
+        generation: the status write comes back as an event, which must not write again."""
         metadata = body.get("metadata") or {}
+        status = Status.parse(body.get("status") or {})
+        if status.reason == InvalidSpec.reason and status.observed_generation == metadata.get(
+            "generation"
+        ):
+            return None
         patch = {
             "status": {
                 "observedGeneration": metadata.get("generation"),

@@ -90,6 +90,17 @@ def test_chart_output_is_accepted_by_the_api_server(
     cluster: Cluster, helm: Path, values: list[str]
 ) -> None:
     namespace = cluster.namespace("helm")
+    # CRDs first, for real: a dry run of custom objects needs their kinds served.
+    cluster.plane.kubectl("apply", "--server-side", "-f", str(CHART / "crds" / "kopf-peering.yaml"))
+    cluster.plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/clusterkopfpeerings.kopf.dev",
+        "crd/kopfpeerings.kopf.dev",
+        "--timeout=30s",
+    )
+    for watched in ("team-a", "team-b"):
+        cluster.plane.kubectl("create", "namespace", watched, check=False)
     rendered = run(
         str(helm),
         "template",
@@ -100,21 +111,27 @@ def test_chart_output_is_accepted_by_the_api_server(
         "--include-crds",
         *values,
     )
-    output = cluster.plane.kubectl(
-        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input_text=rendered
-    )
+    # Every namespaced object names its namespace (helm template --namespace).
+    output = cluster.plane.kubectl("apply", "--dry-run=server", "-f", "-", input_text=rendered)
     assert "deployment.apps/tokensync" in output, output
     deployment = next(d for d in documents(rendered) if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     if values:
         assert "--peering=tokensync" in args and "--namespace=team-a" in args
+        peerings = [d for d in documents(rendered) if d["kind"] == "KopfPeering"]
+        assert {p["metadata"]["namespace"] for p in peerings} == {"team-a", "team-b"}
         env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         assert {"name": "TOKENSYNC_ALLOWED_HOSTS", "value": "idp.example.com,10.0.0.5:8443"} in env
 
 
 def test_chart_crd_and_rbac_are_the_single_sources(helm: Path) -> None:
     rendered = list(documents(run(str(helm), "template", "t", str(CHART), "--include-crds")))
-    crd = next(d for d in rendered if d["kind"] == "CustomResourceDefinition")
+    crd = next(
+        d
+        for d in rendered
+        if d["kind"] == "CustomResourceDefinition"
+        and d["metadata"]["name"].endswith("tokensync.dev")
+    )
     assert crd == yaml.safe_load((REPO / "crds" / "tokensync.dev_providertokens.yaml").read_text())
     role = next(d for d in rendered if d["kind"] == "ClusterRole")
     shipped = yaml.safe_load((REPO / "deploy" / "rbac" / "clusterrole.yaml").read_text())

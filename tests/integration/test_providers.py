@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from fakes.microshare import FakeMicroshare
 from support.objects import Cluster, provider_token
@@ -181,25 +182,30 @@ def test_podero_sandbox_token(cluster: Cluster, fakes: Fakes, operator: Operator
 def test_basiq_tokens_sharing_one_key_share_one_mint(
     cluster: Cluster, fakes: Fakes, operator: OperatorProcess
 ) -> None:
-    """Basiq allows 1,500 /token calls per 5 minutes; 100 ProviderTokens use one."""
+    """Basiq allows 1,500 /token calls per 5 minutes; 1,000 ProviderTokens use one."""
     basiq = fakes.basiq
     name = "partner-" + uuid.uuid4().hex[:8]
     key = basiq.add_key(name)
     namespace = cluster.namespace("basiq")
     cluster.credentials(namespace, "basiq-key", {"apiKey": key})
-    count = 100
-    for index in range(count):
-        cluster.custom.create_namespaced_custom_object(
-            "tokensync.dev",
-            "v1alpha1",
-            namespace,
-            "providertokens",
-            provider_token(
-                f"app-{index}",
-                provider={"basiq": {"tokenUrl": basiq.token_url}},
-                credentials="basiq-key",
-                target=f"app-{index}-token",
-            ),
+    count = 1000
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(
+            pool.map(
+                lambda index: cluster.custom.create_namespaced_custom_object(
+                    "tokensync.dev",
+                    "v1alpha1",
+                    namespace,
+                    "providertokens",
+                    provider_token(
+                        f"app-{index}",
+                        provider={"basiq": {"tokenUrl": basiq.token_url}},
+                        credentials="basiq-key",
+                        target=f"app-{index}-token",
+                    ),
+                ),
+                range(count),
+            )
         )
 
     def all_ready() -> bool:
@@ -217,7 +223,9 @@ def test_basiq_tokens_sharing_one_key_share_one_mint(
             == count
         )
 
-    wait_for(all_ready, timeout_s=120, what=f"{count} Basiq ProviderTokens to be Ready")
+    wait_for(
+        all_ready, timeout_s=300, what=f"{count} Basiq ProviderTokens to be Ready", interval_s=1
+    )
     calls = [r for r in basiq.requests if r.headers.get("authorization") == f"Basic {key}"]
     assert len(calls) == 1, f"{len(calls)} /token calls for {count} ProviderTokens"
     values = {cluster.secret_value(namespace, f"app-{i}-token") for i in (0, count // 2, count - 1)}

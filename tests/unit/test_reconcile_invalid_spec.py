@@ -1,0 +1,54 @@
+"""A spec the schema let through but tokensync cannot serve is reported once, not in a loop."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from tokensync.endpoints import EndpointPolicy, HttpClient
+from tokensync.events import EventRecorder
+from tokensync.reconcile import Reconciler
+from tokensync.secrets import DigestKey
+
+
+class RecordingWriter:
+    """Stands in for the API server's status endpoint in this unit test only."""
+
+    def __init__(self) -> None:
+        self.patches: list[Mapping[str, Any]] = []
+
+    async def patch_status(self, *args: Any) -> dict[str, Any]:
+        *_, name, patch = args
+        self.patches.append(patch)
+        return {"metadata": {"name": name, "generation": 1}, **patch}
+
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        return None
+
+
+async def test_invalid_spec_is_written_once_per_generation() -> None:
+    writer = RecordingWriter()
+    http = HttpClient(EndpointPolicy())
+    reconciler = Reconciler(
+        kube=writer,  # type: ignore[arg-type]
+        secrets=None,  # type: ignore[arg-type]
+        http=http,
+        digest=DigestKey(b"k" * 32),
+        events=EventRecorder(writer),
+        clock=lambda: datetime(2026, 11, 23, tzinfo=UTC),
+        jitter=lambda: 0.0,
+    )
+    written: list[Mapping[str, Any]] = []
+    reconciler.on_status = written.append
+    body = {
+        "metadata": {"namespace": "ns", "name": "bad", "generation": 1},
+        "spec": {"provider": {"podero": {}, "basiq": {}}},
+    }
+    assert await reconciler.reconcile(body) is None
+    assert len(writer.patches) == 1
+    assert writer.patches[0]["status"]["conditions"][0]["reason"] == "InvalidSpec"
+    # The status write comes back through the watch: no second write for it.
+    assert await reconciler.reconcile(written[0]) is None
+    assert len(writer.patches) == 1
+    await http.close()
