@@ -6,13 +6,20 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tokensync.devcluster.build import BuildError, ensure_binaries, helm_binary
-from tokensync.devcluster.cluster import ControlPlaneError, attach, start, stop_detached
+from tokensync.devcluster.cluster import (
+    ControlPlaneError,
+    attach,
+    die_with_parent,
+    start,
+    stop_detached,
+)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -46,14 +53,22 @@ def _configured_kubeconfig() -> str | None:
     return str(default) if default.exists() else None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _run(args: argparse.Namespace) -> int:
     """``make run``: the operator against your cluster, or against a local one."""
+    # Ctrl-C and SIGTERM both end the run cleanly (control plane included), also when
+    # started from a shell that set SIGINT to "ignore" for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     operator_args = [a for a in args.operator_args if a != "--"]
     command = [sys.executable, "-m", "tokensync", "run", *operator_args]
     configured = _configured_kubeconfig()
     if configured:
         print(f"running tokensync against the cluster of {configured}", file=sys.stderr)
-        return subprocess.call(command)
+        return subprocess.call(command, preexec_fn=die_with_parent)
     local: Path = args.dir.resolve()
     plane = attach(local / "cluster")
     owned = plane is None
@@ -80,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         env = {**os.environ, "KUBECONFIG": str(operator_kubeconfig)}
         local_args = ["--allowed-hosts", "127.0.0.1,localhost", "--allow-insecure-http"]
         with contextlib.suppress(KeyboardInterrupt):
-            return subprocess.call([*command, *local_args], env=env)
+            return subprocess.call([*command, *local_args], env=env, preexec_fn=die_with_parent)
         return 0
     finally:
         if owned:
