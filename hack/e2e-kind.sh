@@ -65,6 +65,7 @@ helm install tokensync "$here/deploy/helm/tokensync" \
   --set image.repository="${image%:*}" --set image.tag="${image##*:}" \
   --set image.pullPolicy=Never \
   --set "allowedHosts={$endpoint_host}" --set allowInsecureHttp=true \
+  --set allowPrivateNetworks=true \
   --wait --timeout 180s
 
 kubectl -n "$namespace" apply -f - <<YAML

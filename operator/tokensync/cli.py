@@ -112,6 +112,13 @@ def _endpoint_options(parser: argparse.ArgumentParser) -> None:
         help="permit plain http:// endpoints (tests and development only)",
     )
     parser.add_argument(
+        "--allow-private-networks",
+        action="store_true",
+        default=_env_flag("TOKENSYNC_ALLOW_PRIVATE_NETWORKS"),
+        help="permit endpoints that resolve to private, loopback or link-local addresses "
+        "(an IP written in --allowed-hosts is permitted without this)",
+    )
+    parser.add_argument(
         "--ca-file",
         default=_env("TOKENSYNC_CA_FILE"),
         metavar="PATH",
@@ -123,6 +130,7 @@ def _endpoints(args: argparse.Namespace) -> EndpointPolicy:
     return EndpointPolicy(
         allowed_hosts=normalise_hosts([args.allowed_hosts]),
         allow_insecure_http=args.allow_insecure_http,
+        allow_private_networks=args.allow_private_networks,
     )
 
 

@@ -8,13 +8,19 @@ allowlist the cluster admin gave the operator, and plain http only with an expli
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+import aiohttp.abc
 import httpx
+from aiohttp.abc import ResolveResult
 from httpx_aiohttp import AiohttpTransport
 
 from tokensync import metrics
@@ -41,10 +47,58 @@ def normalise_hosts(entries: list[str] | tuple[str, ...]) -> frozenset[str]:
     return frozenset(hosts)
 
 
+def _blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Private, loopback, link-local (cloud metadata at 169.254.169.254), and the like."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_unspecified
+    )
+
+
+def _entry_host(entry: str) -> str:
+    """The host of an allowlist entry: ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
+    if entry.startswith("["):
+        return entry[1:].split("]", 1)[0]
+    if entry.count(":") == 1:
+        return entry.rsplit(":", 1)[0]
+    return entry
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip("[]").split("%")[0])
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class EndpointPolicy:
     allowed_hosts: frozenset[str] = frozenset()
     allow_insecure_http: bool = False
+    allow_private_networks: bool = False
+
+    def address_allowed(self, address: str) -> bool:
+        """An address a request may connect to: public, or private but explicitly allowed
+        (--allow-private-networks, or the very IP written in --allowed-hosts)."""
+        ip = _ip(address)
+        if ip is None or not _blocked(ip):
+            return ip is not None
+        if self.allow_private_networks:
+            return True
+        return ip in {_ip(_entry_host(entry)) for entry in self.allowed_hosts}
+
+    def refuse_address(self, host: str, address: str) -> None:
+        if not self.address_allowed(address):
+            raise EndpointRefused(
+                f"endpoint host {host} resolves to {address}, a private, loopback or "
+                "link-local address: refused without the operator's --allow-private-networks"
+            )
 
     def check(self, url: str, *, official: bool) -> None:
         try:
@@ -79,6 +133,30 @@ class HttpResponse:
         return json.loads(self.body)
 
 
+class GuardedResolver(aiohttp.abc.AbstractResolver):
+    """The addresses a connection may really use, checked when it is made.
+
+    HttpClient checks a name before sending; this checks again at connect time, so a DNS
+    answer that changes in between (rebinding) cannot reach a refused address.
+    """
+
+    def __init__(self, policy: EndpointPolicy) -> None:
+        self._policy = policy
+        self._resolver = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._resolver.resolve(host, port, family)
+        for result in results:
+            if not self._policy.address_allowed(result["host"]):
+                raise OSError(f"refused address for {host}")
+        return results
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
 class HttpClient:
     """One pooled client for all providers, with the policy applied to every request."""
 
@@ -96,13 +174,17 @@ class HttpClient:
         context = ssl.create_default_context()
         if ca_file:
             context.load_verify_locations(cafile=ca_file)
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
+
+        def session() -> aiohttp.ClientSession:
+            connector = aiohttp.TCPConnector(
+                ssl=context, limit=max_connections, resolver=GuardedResolver(policy)
+            )
+            return aiohttp.ClientSession(connector=connector)
+
         self._client = httpx.AsyncClient(
             # httpx's API, aiohttp's wire: httpcore's own pool cost 5x more CPU per request
-            # (docs/decisions/0004-http-clients.md).
-            transport=AiohttpTransport(verify=context, limits=limits, trust_env=False),
+            # (docs/decisions/0004-scale.md).
+            transport=AiohttpTransport(verify=context, trust_env=False, client=session),
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
             headers={"User-Agent": "tokensync"},
@@ -111,6 +193,24 @@ class HttpClient:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def _check_addresses(self, url: str) -> None:
+        """Refuse private, loopback and link-local targets before anything is sent."""
+        parsed = httpx.URL(url)
+        host = parsed.host
+        if _ip(host) is not None:
+            self.policy.refuse_address(host, host)
+            return
+        port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 443)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            metrics.provider_request(None)
+            raise TransportFailure("name resolution failed") from None
+        for info in infos:
+            self.policy.refuse_address(host, str(info[4][0]))
 
     async def request(
         self,
@@ -124,6 +224,7 @@ class HttpClient:
         json_body: Any = None,
     ) -> HttpResponse:
         self.policy.check(url, official=official)
+        await self._check_addresses(url)
         request = self._client.build_request(
             method, url, headers=headers, params=params, data=data, json=json_body
         )

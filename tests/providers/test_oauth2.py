@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fakes.base import FakeProvider
 from fakes.oauth2_server import TOKEN_EXCHANGE, FakeOAuth2Server
 from providers.conftest import HttpFactory, mint_request
-from tokensync.endpoints import EndpointPolicy, HttpClient
+from tokensync.endpoints import EndpointPolicy, EndpointRefused, HttpClient
 from tokensync.providers import base
 
 OAUTH2 = base.get("oauth2")
@@ -173,3 +173,42 @@ async def test_oversized_answers_are_refused(idp: FakeOAuth2Server, http_for: Ht
                 {"clientId": "app", "clientSecret": "secret"},
             )
         )
+
+
+async def test_a_permitted_name_resolving_to_loopback_is_refused(idp: FakeOAuth2Server) -> None:
+    """`localhost` is in the allowlist, but it resolves to 127.0.0.1: refused, nothing sent."""
+    idp.add_client("app", "secret")
+    port = idp.host.rsplit(":", 1)[1]
+    url = f"http://localhost:{port}/oauth/token"
+    creds = {"clientId": "app", "clientSecret": "secret"}
+    policy = EndpointPolicy(
+        allowed_hosts=frozenset({f"localhost:{port}"}), allow_insecure_http=True
+    )
+    client = HttpClient(policy)
+    try:
+        with pytest.raises(base.EndpointNotAllowed, match="private, loopback or link-local"):
+            await OAUTH2.mint(mint_request(client, {"tokenUrl": url}, creds))
+    finally:
+        await client.close()
+    assert idp.requests == []
+    permissive = HttpClient(
+        EndpointPolicy(
+            allowed_hosts=frozenset({f"localhost:{port}"}),
+            allow_insecure_http=True,
+            allow_private_networks=True,
+        )
+    )
+    try:
+        token = await OAUTH2.mint(mint_request(permissive, {"tokenUrl": url}, creds))
+    finally:
+        await permissive.close()
+    assert token.value == idp.issued[-1].value
+
+
+async def test_cloud_metadata_is_refused_even_when_allowlisted_by_name() -> None:
+    client = HttpClient(EndpointPolicy(allowed_hosts=frozenset({"169.254.169.254.nip.invalid"})))
+    try:
+        with pytest.raises(EndpointRefused, match="link-local"):
+            await client.request("GET", "https://169.254.169.254/latest/meta-data/", official=True)
+    finally:
+        await client.close()

@@ -49,3 +49,34 @@ def test_plain_http_needs_the_insecure_flag_even_when_allowlisted() -> None:
     EndpointPolicy(allowed_hosts=hosts, allow_insecure_http=True).check(
         "http://127.0.0.1:8080/t", official=False
     )
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("93.184.216.34", True),
+        ("2606:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.0.0.8", False),
+        ("172.20.1.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("::1", False),
+        ("fe80::1", False),
+        ("::ffff:169.254.169.254", False),  # the same, written as IPv6
+        ("0.0.0.0", False),  # noqa: S104 - an address under test, not a bind
+    ],
+)
+def test_private_loopback_and_link_local_addresses_are_refused(address: str, allowed: bool) -> None:
+    assert EndpointPolicy().address_allowed(address) is allowed
+    assert EndpointPolicy(allow_private_networks=True).address_allowed(address) is True
+
+
+def test_an_ip_written_in_the_allowlist_is_permitted_and_only_that_one() -> None:
+    policy = EndpointPolicy(allowed_hosts=normalise_hosts(["127.0.0.1:9400", "[::1]:8443"]))
+    assert policy.address_allowed("127.0.0.1")
+    assert policy.address_allowed("::1")
+    assert not policy.address_allowed("127.0.0.2")
+    assert not policy.address_allowed("169.254.169.254")
+    with pytest.raises(EndpointRefused, match="--allow-private-networks"):
+        policy.refuse_address("metadata.internal", "169.254.169.254")

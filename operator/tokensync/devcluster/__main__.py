@@ -89,11 +89,16 @@ def _run(args: argparse.Namespace) -> int:
             f"local control plane at {plane.server}; in another shell:\n"
             f"  export KUBECONFIG={admin}\n"
             "the operator runs as its ServiceAccount with deploy/rbac, allowing loopback "
-            "endpoints over http (development only)",
+            "endpoints over plain http (development only)",
             file=sys.stderr,
         )
         env = {**os.environ, "KUBECONFIG": str(operator_kubeconfig)}
-        local_args = ["--allowed-hosts", "127.0.0.1,localhost", "--allow-insecure-http"]
+        local_args = [
+            "--allowed-hosts",
+            "127.0.0.1,localhost",
+            "--allow-insecure-http",
+            "--allow-private-networks",
+        ]
         with contextlib.suppress(KeyboardInterrupt):
             return subprocess.call([*command, *local_args], env=env, preexec_fn=die_with_parent)
         return 0
