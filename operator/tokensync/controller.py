@@ -74,6 +74,9 @@ class SecretCache:
     def remember(self, secret: Mapping[str, Any]) -> None:
         self.observe("MODIFIED", secret)
 
+    def forget(self, namespace: str, name: str) -> None:
+        self._items.pop((namespace, name), None)
+
     async def labelled(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         # Every Secret tokensync writes (target, provider state) carries the role label,
         # so the watch holds it. One that exists unlabelled is found by the 409 on create.
@@ -159,8 +162,12 @@ class Controller:
         self.queue.enqueue(key)
 
     def observe_own_status(self, body: Mapping[str, Any]) -> None:
-        """The answer to our own status write: newer than the watch has shown yet."""
-        self._store_token(body)
+        """The answer to our own status write: newer than the watch has shown yet.
+
+        Only for a token still known: one deleted while the write was in flight stays gone.
+        """
+        if _key(body) in self.tokens:
+            self._store_token(body)
 
     def observe_secret(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         if not self.secrets.observe(event_type, body):

@@ -243,12 +243,14 @@ class HttpClient:
         except httpx.TimeoutException:
             metrics.provider_request(None)
             raise TransportFailure("timed out") from None
-        except httpx.HTTPError as error:
-            metrics.provider_request(None)
-            # The exception text may quote the URL and its query string: use the type only.
-            raise TransportFailure(type(error).__name__) from None
         except TransportFailure:
             metrics.provider_request(None)
             raise
+        except Exception as error:
+            # httpx errors, and aiohttp errors the transport does not map (a malformed
+            # answer, an oversized header): their text may quote the URL with its query
+            # string, which carries Microshare's password. The type only, never the text.
+            metrics.provider_request(None)
+            raise TransportFailure(type(error).__name__) from None
         metrics.provider_request(response.status_code)
         return HttpResponse(status=response.status_code, headers=response.headers, body=bytes(body))

@@ -125,3 +125,6 @@ def run(manifest: Path, credentials_file: Path, config: OperatorConfig, show_tok
     except (UsageError, OSError, yaml.YAMLError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # never a traceback: its text could quote a credential
+        print(f"error: unexpected {type(error).__name__}", file=sys.stderr)
+        return 2

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from tokensync import metrics, names
 from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder, ObjectRef
-from tokensync.kube import ApiError, Conflict
+from tokensync.kube import ApiError, Conflict, NotFound
 from tokensync.model import (
     ProviderTokenView,
     SpecInvalid,
@@ -50,6 +50,7 @@ logger = logging.getLogger("tokensync.reconcile")
 _MIN_HELD_LIFETIME = timedelta(seconds=2)
 # After a failed Secret or status write, try again this soon (the token is in hand).
 _WRITE_RETRY = timedelta(seconds=2)
+_WRITE_RETRY_CAP = timedelta(minutes=1)
 
 
 class Cause(StrEnum):
@@ -62,6 +63,7 @@ class Cause(StrEnum):
     EXPIRED = "Expired"
     SCHEDULED = "Scheduled"
     RETRY = "Retry"
+    WRITE_RETRY = "WriteRetry"
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Mint:
 
 @dataclass(frozen=True)
 class Rewrite:
-    """Write the token we hold again (the Secret was deleted or edited, or a write failed)."""
+    """Write the token we hold (the Secret was deleted or edited, or writing it failed)."""
 
     cause: Cause
 
@@ -123,6 +125,7 @@ def decide(
     attempted_digest: str | None,
     held: Token | None,
     now: datetime,
+    pending: bool = False,
 ) -> Decision:
     """The one place that says why a token is minted. Pure: same inputs, same answer."""
     status = view.status
@@ -134,6 +137,8 @@ def decide(
                 "choose another spec.target.name or delete that Secret"
             )
         )
+    if pending and _held_usable(held, None, now):
+        return Rewrite(Cause.WRITE_RETRY)
     if status.observed_generation is None:
         return Mint(Cause.INITIAL)
     if view.renew_request is not None and view.renew_request != status.last_renew_request:
@@ -167,6 +172,8 @@ class SecretSource(Protocol):
 
     def remember(self, secret: Mapping[str, Any]) -> None: ...
 
+    def forget(self, namespace: str, name: str) -> None: ...
+
 
 class Writer(Protocol):
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -194,6 +201,16 @@ class Memory:
 
     held: Token | None = None
     attempted_digest: str | None = None
+    # The held token is not yet in the Secret and the status: write it, do not mint again.
+    pending: bool = False
+    write_failures: int = 0
+
+    def write_backoff(self) -> timedelta:
+        """2 s, 4 s, ... up to a minute: a write that keeps failing (a quota, a webhook)
+        must not turn into a loop, nor into a new mint each time."""
+        self.write_failures += 1
+        delay: timedelta = _WRITE_RETRY * 2 ** min(self.write_failures - 1, 5)
+        return delay if delay < _WRITE_RETRY_CAP else _WRITE_RETRY_CAP
 
 
 def ready_condition(
@@ -264,7 +281,9 @@ class Reconciler:
         except MintError as error:
             return await self._fail(view, target, error)
         digest = self._digest.of_mapping(creds)
-        decision = decide(view, target, digest, memory.attempted_digest, memory.held, now)
+        decision = decide(
+            view, target, digest, memory.attempted_digest, memory.held, now, memory.pending
+        )
         match decision:
             case Wait(until=until):
                 return until
@@ -341,6 +360,7 @@ class Reconciler:
         if token.state is not None and token.state != saved_state:
             await self._save_state(view, token.state, state_body)
         memory.held = token
+        memory.pending = True
         return await self._write(
             view, token, digest, cause, memory, duration=time.perf_counter() - started
         )
@@ -360,13 +380,15 @@ class Reconciler:
         except TargetConflict as conflict:
             return await self._fail(view, None, conflict)
         except ApiError as error:
+            delay = memory.write_backoff()
             logger.warning(
-                "secret write failed %s/%s status=%s; retrying",
+                "secret write failed %s/%s status=%s; writing the same token again in %ss",
                 view.namespace,
                 view.name,
                 error.status,
+                int(delay.total_seconds()),
             )
-            return self._clock() + _WRITE_RETRY
+            return self._clock() + delay
         self._secrets.remember(written)
         now = self._clock()
         renewal = renewal_time(token.minted_at, token.expires_at, view.refresh, self._jitter())
@@ -389,7 +411,9 @@ class Reconciler:
             }
         }
         if not await self._patch_status(view, patch):
-            return now + _WRITE_RETRY
+            return now + memory.write_backoff()
+        memory.pending = False
+        memory.write_failures = 0
         if duration is not None:
             logger.info(
                 "minted %s/%s provider=%s cause=%s duration=%.3fs expires=%s next_renewal=%s",
@@ -422,6 +446,7 @@ class Reconciler:
             Cause.SECRET_DRIFTED: "target Secret was edited: restored",
             Cause.EXPIRED: "token had expired: minted a new one",
             Cause.RETRY: "recovered: minted a new token",
+            Cause.WRITE_RETRY: "wrote the token minted before the API server refused a write",
             Cause.SCHEDULED: "recovered: minted a new token",
         }[cause]
         await self._events.record(_ref(view), "Normal", reason, f"{note}; {message}")
@@ -449,7 +474,12 @@ class Reconciler:
         # Keys we no longer want are removed: null deletes a key in a merge patch.
         stale = {key: None for key in existing.get("data") or {} if key not in desired["data"]}
         patch = {"metadata": metadata, "data": {**stale, **desired["data"]}, "type": "Opaque"}
-        return await self._kube.patch_secret(view.namespace, name, patch)
+        try:
+            return await self._kube.patch_secret(view.namespace, name, patch)
+        except NotFound:
+            # The cache still held a Secret that is gone (its DELETED event was missed).
+            self._secrets.forget(view.namespace, name)
+            return await self._kube.create_secret(view.namespace, desired)
 
     async def _save_state(
         self,
@@ -540,7 +570,8 @@ class Reconciler:
         }
         transition = view.status.ready != "False" or view.status.reason != error.reason
         if not await self._patch_status(view, patch):
-            return now + _WRITE_RETRY
+            # Not reported, but not retried sooner than the failure itself asks for.
+            return next_try
         if transition:
             event_reason = "MintFailed" if not isinstance(error, TargetConflict) else error.reason
             await self._events.record(

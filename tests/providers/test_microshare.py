@@ -83,3 +83,30 @@ async def test_unreachable_endpoint_message_carries_no_url(http_for: HttpFactory
     with pytest.raises(base.ProviderUnavailable) as failure:
         await MICROSHARE.mint(mint_request(http_for("127.0.0.1:9"), spec, CREDS))
     assert "pa55" not in failure.value.message and "127.0.0.1" not in failure.value.message
+
+
+async def test_a_malformed_answer_never_quotes_the_url(http_for: HttpFactory) -> None:
+    """aiohttp's own errors quote the request URL, which carries the password here."""
+    import asyncio
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"a" * 20000 + b"\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(base.ProviderUnavailable) as failure:
+            await MICROSHARE.mint(
+                mint_request(
+                    http_for(f"127.0.0.1:{port}"),
+                    {"tokenUrl": f"http://127.0.0.1:{port}/oauth2/token"},
+                    CREDS,
+                )
+            )
+    finally:
+        server.close()
+    text = f"{failure.value} {failure.value.__cause__} {failure.value.__context__}"
+    assert "pa55" not in text and "APPKEY123" not in text and "password" not in text

@@ -194,6 +194,19 @@ def test_decide(
     assert decide(pt, secret, DIGEST, attempted, held, NOW) == expected
 
 
+def test_a_token_whose_write_failed_is_written_again_not_minted_again() -> None:
+    assert decide(view(observed=None), None, DIGEST, DIGEST, HELD, NOW, pending=True) == Rewrite(
+        Cause.WRITE_RETRY
+    )
+    assert decide(view(), target(), DIGEST, DIGEST, HELD, NOW, pending=True) == Rewrite(
+        Cause.WRITE_RETRY
+    )
+    expired = Token(value="v", expires_at=NOW, minted_at=NOW - timedelta(hours=1))
+    assert decide(view(observed=None), None, DIGEST, DIGEST, expired, NOW, pending=True) == Mint(
+        Cause.INITIAL
+    )
+
+
 @pytest.mark.parametrize("owner", ["someone-else", None])
 def test_a_secret_owned_by_another_is_refused(owner: str | None) -> None:
     decision = decide(view(), target(owner=owner), DIGEST, None, HELD, NOW)
