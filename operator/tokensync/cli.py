@@ -69,12 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="namespace of the operator's own Secret (the digest key)",
     )
     run.add_argument(
-        "--peering",
-        default=_env("TOKENSYNC_PEERING"),
-        metavar="NAME",
-        help="kopf peering name for several replicas (default: standalone)",
+        "--leader-election",
+        action="store_true",
+        default=_env_flag("TOKENSYNC_LEADER_ELECTION"),
+        help="several replicas: only the holder of the Lease tokensync-leader (in the "
+        "operator namespace) writes; the others stand by, watching",
     )
-    run.add_argument("--priority", type=int, default=_env_int("TOKENSYNC_PRIORITY", 0))
+    run.add_argument(
+        "--identity",
+        default=_env("TOKENSYNC_IDENTITY", ""),
+        help="this replica's name in leader election (default: hostname and a random part)",
+    )
     run.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -148,8 +153,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         health_port=args.health_port,
         workers=max(1, args.workers),
         operator_namespace=args.operator_namespace,
-        peering=args.peering,
-        priority=args.priority,
+        leader_election=args.leader_election,
+        identity=args.identity,
         log_format=args.log_format,
         log_level=args.log_level.upper(),
     )
@@ -168,9 +173,7 @@ def _run(config: OperatorConfig) -> int:
     kopf.run(
         clusterwide=config.clusterwide,
         namespaces=config.namespaces,
-        standalone=config.peering is None,
-        peering_name=config.peering,
-        priority=config.priority,
+        standalone=True,
         memo=kopf.Memo(config=config),
     )
     return 0

@@ -17,8 +17,8 @@ class OperatorConfig:
     workers: int = 32
     operator_namespace: str = "tokensync-system"
     digest_key_secret: str = "tokensync-digest-key"
-    peering: str | None = None
-    priority: int = 0
+    leader_election: bool = False
+    identity: str = ""
     log_format: str = "text"
     log_level: str = "INFO"
 

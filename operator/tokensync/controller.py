@@ -161,6 +161,11 @@ class Controller:
         self._index(key, referenced)
         self.queue.enqueue(key)
 
+    def requeue_all(self) -> None:
+        """Look at every token again (this replica just became the leader)."""
+        for key in list(self.tokens):
+            self.queue.enqueue(key)
+
     def observe_own_status(self, body: Mapping[str, Any]) -> None:
         """The answer to our own status write: newer than the watch has shown yet.
 

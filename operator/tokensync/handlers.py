@@ -26,11 +26,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.label_selectors["secrets"] = names.SECRET_WATCH_SELECTOR
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.peering.standalone = config.peering is None
-    if config.peering is not None:
-        settings.peering.name = config.peering
-        settings.peering.priority = config.priority
-        settings.peering.clusterwide = config.clusterwide
+    # Every replica watches (standalone kopf); tokensync's own Lease decides who writes.
+    settings.peering.standalone = True
     runtime = await Runtime.create(config)
     memo.runtime = runtime
     await runtime.start(config.health_port)

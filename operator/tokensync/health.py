@@ -38,6 +38,10 @@ class Health:
         self._task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
 
+    def set_active(self, active: bool) -> None:
+        self.active = active
+        metrics.WATCHING.set(1 if self.ready else 0)
+
     @property
     def ready(self) -> bool:
         return self.started and self.api_reachable and self.active

@@ -118,6 +118,10 @@ class KubeApi:
             raise error_type(status_code, reason, message)
         return json.loads(body) if body else None
 
+    async def request(self, method: str, path: str, *, json_body: Any = None) -> Any:
+        """Any other call (the Lease of leader election): JSON in, JSON out."""
+        return await self._request(method, path, json_body=json_body)
+
     async def reachable(self) -> bool:
         """The API server's own readiness (a non-resource URL every account may read)."""
         try:

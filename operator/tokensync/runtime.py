@@ -6,6 +6,7 @@ import base64
 import logging
 import random
 import secrets as stdlib_secrets
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder
 from tokensync.health import Health
 from tokensync.kube import Conflict, KubeApi
+from tokensync.leader import LeaderElector
 from tokensync.model import decode_secret_data
 from tokensync.providers import load_all
 from tokensync.reconcile import Reconciler
@@ -58,6 +60,11 @@ async def load_digest_key(kube: KubeApi, namespace: str, name: str) -> DigestKey
     return DigestKey(base64.b64decode(encoded))
 
 
+def default_identity() -> str:
+    """Unique per process: the pod name (hostname) and a random suffix."""
+    return f"{socket.gethostname()}-{stdlib_secrets.token_hex(4)}"
+
+
 async def preload_secrets(kube: KubeApi, cache: SecretCache, config: OperatorConfig) -> None:
     """Fill the cache before the first ProviderToken is looked at.
 
@@ -79,6 +86,7 @@ class Runtime:
     controller: Controller
     events: EventRecorder
     health: Health
+    elector: LeaderElector | None = None
 
     @classmethod
     async def create(cls, config: OperatorConfig) -> Runtime:
@@ -101,15 +109,40 @@ class Runtime:
         )
         controller = Controller(reconciler, secrets, workers=config.workers)
         health = Health(kube.reachable, alive=controller.queue.running)
-        return cls(kube=kube, http=http, controller=controller, events=events, health=health)
+        runtime = cls(kube=kube, http=http, controller=controller, events=events, health=health)
+        if config.leader_election:
+            runtime.elector = LeaderElector(
+                kube,
+                namespace=config.operator_namespace,
+                name="tokensync-leader",
+                identity=config.identity or default_identity(),
+                on_change=runtime._leadership,
+            )
+        return runtime
+
+    def _leadership(self, leading: bool) -> None:
+        if leading:
+            self.controller.queue.resume()
+            self.controller.requeue_all()
+        else:
+            self.controller.queue.pause()
+        self.health.set_active(leading)
 
     async def start(self, health_port: int) -> None:
+        if self.elector is not None:
+            # A replica works only once it holds the Lease; until then it is standby.
+            self.controller.queue.pause()
+            self.health.active = False
         self.controller.start()
         await self.health.start(health_port)
         self.health.started = True
-        await self.health.check_api()
+        self.health.set_active(self.health.active)  # publishes readiness now
+        if self.elector is not None:
+            self.elector.start()
 
     async def close(self) -> None:
+        if self.elector is not None:
+            await self.elector.stop()
         await self.health.stop()
         await self.controller.stop()
         await self.events.stop()

@@ -44,6 +44,8 @@ class WorkQueue(Generic[K]):
         self._running: set[K] = set()
         self._rerun: set[K] = set()
         self._wakeup = asyncio.Event()
+        self._active = asyncio.Event()
+        self._active.set()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -56,6 +58,13 @@ class WorkQueue(Generic[K]):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+    def pause(self) -> None:
+        """Stop taking keys (a standby replica); timers keep running, keys keep queueing."""
+        self._active.clear()
+
+    def resume(self) -> None:
+        self._active.set()
 
     def running(self) -> bool:
         """All timer and worker tasks are alive (none crashed or finished)."""
@@ -111,7 +120,13 @@ class WorkQueue(Generic[K]):
 
     async def _worker(self) -> None:
         while True:
+            await self._active.wait()
             key = await self._ready.get()
+            if not self._active.is_set():
+                # Paused while waiting for a key: put it back for whoever resumes.
+                self._ready.put_nowait(key)
+                await self._active.wait()
+                continue
             self._queued.discard(key)
             self._running.add(key)
             try:

@@ -90,17 +90,6 @@ def test_chart_output_is_accepted_by_the_api_server(
     cluster: Cluster, helm: Path, values: list[str]
 ) -> None:
     namespace = cluster.namespace("helm")
-    # CRDs first, for real: a dry run of custom objects needs their kinds served.
-    cluster.plane.kubectl("apply", "--server-side", "-f", str(CHART / "crds" / "kopf-peering.yaml"))
-    cluster.plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/clusterkopfpeerings.kopf.dev",
-        "crd/kopfpeerings.kopf.dev",
-        "--timeout=30s",
-    )
-    for watched in ("team-a", "team-b"):
-        cluster.plane.kubectl("create", "namespace", watched, check=False)
     rendered = run(
         str(helm),
         "template",
@@ -117,9 +106,7 @@ def test_chart_output_is_accepted_by_the_api_server(
     deployment = next(d for d in documents(rendered) if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     if values:
-        assert "--peering=tokensync" in args and "--namespace=team-a" in args
-        peerings = [d for d in documents(rendered) if d["kind"] == "KopfPeering"]
-        assert {p["metadata"]["namespace"] for p in peerings} == {"team-a", "team-b"}
+        assert "--leader-election" in args and "--namespace=team-a" in args
         env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         assert {"name": "TOKENSYNC_ALLOWED_HOSTS", "value": "idp.example.com,10.0.0.5:8443"} in env
 
@@ -136,6 +123,11 @@ def test_chart_crd_and_rbac_are_the_single_sources(helm: Path) -> None:
     role = next(d for d in rendered if d["kind"] == "ClusterRole")
     shipped = yaml.safe_load((REPO / "deploy" / "rbac" / "clusterrole.yaml").read_text())
     assert role["rules"] == shipped["rules"]
+    lease_role = next(d for d in rendered if d["kind"] == "Role")
+    shipped_lease = next(
+        yaml.safe_load_all((REPO / "deploy" / "rbac" / "leader-election.yaml").read_text())
+    )
+    assert lease_role["rules"] == shipped_lease["rules"]
 
 
 def test_monitoring_toggles(helm: Path) -> None:

@@ -1,0 +1,124 @@
+"""Two replicas with leader election: one writes, one stands by, the standby takes over."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fakes.oauth2_server import FakeOAuth2Server
+from support.objects import Cluster, provider_token
+from support.operator import OperatorProcess
+from support.providers import Fakes
+from support.waiting import wait_for
+from tokensync.devcluster.cluster import free_port
+
+
+def readiness(replica: OperatorProcess) -> int:
+    try:
+        return httpx.get(replica.health_url + "/readyz", timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+@pytest.fixture
+def replicas(
+    operator: OperatorProcess,
+    operator_kubeconfig_path: Path,
+    operator_logs_dir: Path,
+    fakes: Fakes,
+) -> Iterator[list[OperatorProcess]]:
+    """The suite's standalone operator steps aside; two electing replicas replace it."""
+    operator.stop()
+    started = []
+    for name in ("replica-a", "replica-b"):
+        health = free_port()
+        replica = OperatorProcess(
+            operator_kubeconfig_path,
+            operator_logs_dir / f"{name}.log",
+            [
+                "--leader-election",
+                "--identity",
+                name,
+                "--allowed-hosts",
+                ",".join(f.host for f in fakes.all()),
+                "--allow-insecure-http",
+                "--metrics-port",
+                "0",
+                "--health-port",
+                str(health),
+            ],
+        ).start()
+        replica.health_url = f"http://127.0.0.1:{health}"
+        started.append(replica)
+    try:
+        yield started
+    finally:
+        for replica in started:
+            replica.kill()
+        operator.start()
+
+
+def test_one_replica_writes_and_the_other_takes_over_without_minting_again(
+    cluster: Cluster, oauth2_server: FakeOAuth2Server, replicas: list[OperatorProcess]
+) -> None:
+    wait_for(
+        lambda: sorted(readiness(r) for r in replicas) == [200, 503],
+        timeout_s=60,
+        what="one ready leader and one standby",
+    )
+    leader = next(r for r in replicas if readiness(r) == 200)
+    standby = next(r for r in replicas if r is not leader)
+    assert "standby replica" in httpx.get(standby.health_url + "/readyz").text
+
+    namespace = cluster.namespace("ha")
+    client_id = f"ha-{uuid.uuid4().hex[:8]}"
+    oauth2_server.add_client(client_id, "ha-secret-value", expires_in=600)
+    cluster.credentials(
+        namespace, "creds", {"clientId": client_id, "clientSecret": "ha-secret-value"}
+    )
+    provider = {"oauth2": {"tokenUrl": oauth2_server.token_url}}
+    cluster.apply(
+        provider_token(
+            "first",
+            namespace=namespace,
+            provider=provider,
+            credentials="creds",
+            target="first-token",
+        )
+    )
+    wait_for(
+        lambda: (c := cluster.ready(namespace, "first")) and c["status"] == "True",
+        timeout_s=30,
+        what="Ready",
+    )
+    assert len(oauth2_server.issued_to(client_id)) == 1
+    assert "minted " + namespace in leader.logs() and namespace not in standby.logs()
+
+    killed = time.monotonic()
+    leader.kill()
+    wait_for(lambda: readiness(standby) == 200, timeout_s=40, what="the standby to take over")
+    handover = time.monotonic() - killed
+    assert handover < 30, f"handover took {handover:.1f}s"
+
+    cluster.apply(
+        provider_token(
+            "second",
+            namespace=namespace,
+            provider=provider,
+            credentials="creds",
+            target="second-token",
+        )
+    )
+    wait_for(
+        lambda: (c := cluster.ready(namespace, "second")) and c["status"] == "True",
+        timeout_s=30,
+        what="Ready after handover",
+    )
+    # The new leader minted the new token only: the valid one was not minted twice.
+    assert len(oauth2_server.issued_to(client_id)) == 2
+    assert f"minted {namespace}/first " not in standby.logs()
