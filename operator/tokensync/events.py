@@ -100,7 +100,8 @@ class EventRecorder:
             "kind": "Event",
             # As client-go names them: events.k8s.io refuses a generateName ending in ".".
             "metadata": {
-                "name": f"{ref.name}.{time.time_ns():x}",
+                # Names may be 253 characters; the suffix needs 17 of them.
+                "name": f"{ref.name[:236]}.{time.time_ns():x}",
                 "namespace": ref.namespace,
             },
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

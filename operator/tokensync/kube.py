@@ -4,7 +4,7 @@ kopf watches; this writes Secrets, status and Events. It speaks JSON over aiohtt
 own HTTP stack) and never blocks the event loop. The ``kubernetes`` client is synchronous;
 it is used here only to load the kubeconfig or in-cluster configuration, including token
 refresh through its ``refresh_api_key_hook``. Why aiohttp and not httpx here: the
-benchmark (docs/decisions/0004-kube-client.md).
+benchmark (docs/decisions/0004-scale.md).
 """
 
 from __future__ import annotations

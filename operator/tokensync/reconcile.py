@@ -358,7 +358,7 @@ class Reconciler:
         metrics.MINTS.labels(view.provider, "success", cause.value).inc()
         metrics.MINT_DURATION.labels(view.provider).observe(time.perf_counter() - started)
         if token.state is not None and token.state != saved_state:
-            await self._save_state(view, token.state, state_body)
+            await self._save_state(view, token.state)
         memory.held = token
         memory.pending = True
         return await self._write(
@@ -430,7 +430,7 @@ class Reconciler:
 
     async def _announce(self, view: ProviderTokenView, cause: Cause, message: str) -> None:
         """Events on transitions only: a healthy token renewing on schedule stays quiet."""
-        if cause in (Cause.SCHEDULED,) and view.status.ready == "True":
+        if cause is Cause.SCHEDULED:
             return
         reason = {
             Cause.CREDENTIALS_CHANGED: "CredentialsChanged",
@@ -447,7 +447,6 @@ class Reconciler:
             Cause.EXPIRED: "token had expired: minted a new one",
             Cause.RETRY: "recovered: minted a new token",
             Cause.WRITE_RETRY: "wrote the token minted before the API server refused a write",
-            Cause.SCHEDULED: "recovered: minted a new token",
         }[cause]
         await self._events.record(_ref(view), "Normal", reason, f"{note}; {message}")
 
@@ -481,12 +480,7 @@ class Reconciler:
             self._secrets.forget(view.namespace, name)
             return await self._kube.create_secret(view.namespace, desired)
 
-    async def _save_state(
-        self,
-        view: ProviderTokenView,
-        state: Mapping[str, str],
-        existing: Mapping[str, Any] | None,
-    ) -> None:
+    async def _save_state(self, view: ProviderTokenView, state: Mapping[str, str]) -> None:
         """Keep the provider's state (a refresh token) for the next mint, restarts included."""
         try:
             written = await self._write_secret(view, state_secret(view, state))

@@ -51,9 +51,9 @@ async def load_digest_key(kube: KubeApi, namespace: str, name: str) -> DigestKey
                     "stringData": {_DIGEST_KEY_FIELD: fresh},
                 },
             )
-        except Conflict:
+            logger.info("digest key Secret %s/%s created", namespace, name)
+        except Conflict:  # another replica created it first: use that one
             secret = await kube.get_secret(namespace, name)
-        logger.info("digest key Secret %s/%s created", namespace, name)
     if secret is None:
         raise RuntimeError(f"digest key Secret {namespace}/{name} vanished while reading it")
     encoded = decode_secret_data(secret).get(_DIGEST_KEY_FIELD, "")

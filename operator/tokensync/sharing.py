@@ -21,6 +21,7 @@ class SharedMints:
     def __init__(self) -> None:
         self._latest: dict[str, Token] = {}
         self._inflight: dict[str, asyncio.Future[Token]] = {}
+        self._stores = 0
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -81,5 +82,13 @@ class SharedMints:
             if self._inflight.get(key) is future:
                 del self._inflight[key]
         self._latest[key] = token
+        self._stores += 1
+        if self._stores % 1000 == 0:
+            self._prune(now)
         future.set_result(token)
         return token
+
+    def _prune(self, now: datetime) -> None:
+        """Forget expired tokens: keys of specs and credentials that changed since."""
+        for key in [k for k, t in self._latest.items() if t.expires_at and t.expires_at <= now]:
+            del self._latest[key]

@@ -133,9 +133,10 @@ class WorkQueue(Generic[K]):
                 await self._handler(key)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
                 # The handler reports its own failures; this only keeps the worker alive.
-                logger.exception("unexpected error while processing %s", key)
+                # The type only: an exception's text may quote a secret.
+                logger.error("unexpected %s while processing %s", type(error).__name__, key)
             finally:
                 self._running.discard(key)
             if key in self._rerun:
