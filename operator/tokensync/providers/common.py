@@ -68,21 +68,25 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text if len(text) <= _MAX_DESCRIPTION else text[: _MAX_DESCRIPTION - 1] + "…"
 
 
+# Longer than any sane server asks; also keeps the arithmetic on datetimes finite.
+_MAX_RETRY_AFTER = timedelta(days=1)
+
+
 def retry_after(headers: Mapping[str, str], now: datetime) -> timedelta | None:
     """``Retry-After`` as seconds or as an HTTP date; absent or unparsable gives None."""
     raw = headers.get("retry-after")
     if not raw:
         return None
     raw = raw.strip()
-    if raw.isdigit():
-        return timedelta(seconds=int(raw))
+    if raw.isascii() and raw.isdigit():
+        return min(timedelta(seconds=int(raw[:12])), _MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(when - now, timedelta(0))
+    return min(max(when - now, timedelta(0)), _MAX_RETRY_AFTER)
 
 
 def json_object(response: HttpResponse) -> dict[str, Any] | None:
