@@ -91,11 +91,7 @@ def test_one_replica_writes_and_the_other_takes_over_without_minting_again(
             target="first-token",
         )
     )
-    wait_for(
-        lambda: (c := cluster.ready(namespace, "first")) and c["status"] == "True",
-        timeout_s=30,
-        what="Ready",
-    )
+    cluster.wait_ready(namespace, "first")
     assert len(oauth2_server.issued_to(client_id)) == 1
     assert "minted " + namespace in leader.logs() and namespace not in standby.logs()
 
@@ -114,11 +110,7 @@ def test_one_replica_writes_and_the_other_takes_over_without_minting_again(
             target="second-token",
         )
     )
-    wait_for(
-        lambda: (c := cluster.ready(namespace, "second")) and c["status"] == "True",
-        timeout_s=30,
-        what="Ready after handover",
-    )
+    cluster.wait_ready(namespace, "second")
     # The new leader minted the new token only: the valid one was not minted twice.
     assert len(oauth2_server.issued_to(client_id)) == 2
     assert f"minted {namespace}/first " not in standby.logs()

@@ -53,11 +53,7 @@ def test_gauges_follow_the_status_and_vanish_with_the_token(
             provider={"oauth2": {"tokenUrl": oauth2_server.token_url}},
         )
     )
-    wait_for(
-        lambda: (c := cluster.ready(namespace, "watched")) and c["status"] == "True",
-        timeout_s=30,
-        what="Ready",
-    )
+    cluster.wait_ready(namespace, "watched")
     status = cluster.token(namespace, "watched")["status"]
 
     def exported() -> bool:

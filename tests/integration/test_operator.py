@@ -66,14 +66,10 @@ def latest_issued(server: FakeOAuth2Server, subject: Subject) -> str | None:
     return issued[-1].value if issued else None
 
 
-def wait_ready(cluster: Cluster, subject: Subject, status: str = "True", timeout_s: float = 20):
-    return wait_for(
-        lambda: (
-            (c := cluster.ready(subject.namespace, subject.name)) and c["status"] == status and c
-        ),
-        timeout_s=timeout_s,
-        what=f"Ready={status} on {subject.namespace}/{subject.name}",
-    )
+def wait_ready(
+    cluster: Cluster, subject: Subject, status: str = "True", timeout_s: float = 20
+) -> dict[str, object]:
+    return cluster.wait_ready(subject.namespace, subject.name, status, timeout_s)
 
 
 def first_token(cluster: Cluster, subject: Subject) -> str:

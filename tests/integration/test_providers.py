@@ -38,14 +38,6 @@ def apply(
     return target
 
 
-def ready(cluster: Cluster, namespace: str, name: str, timeout_s: float = 30) -> dict[str, str]:
-    return wait_for(
-        lambda: (c := cluster.ready(namespace, name)) and c["status"] == "True" and c,
-        timeout_s=timeout_s,
-        what=f"{namespace}/{name} to be Ready",
-    )
-
-
 def test_biotz_renews_with_the_refresh_grant_and_survives_a_restart(
     cluster: Cluster, fakes: Fakes, operator: OperatorProcess
 ) -> None:
@@ -113,7 +105,7 @@ def test_microshare_access_token_lives_48_hours(
     target = apply(
         cluster, namespace, "share", {"microshare": {"tokenUrl": microshare.token_url}}, credentials
     )
-    ready(cluster, namespace, "share")
+    cluster.wait_ready(namespace, "share")
     assert cluster.secret_value(namespace, target) == microshare.issued_to(user)[-1].value
     status = cluster.token(namespace, "share")["status"]
     expires = time.mktime(time.strptime(status["expiresAt"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
@@ -133,7 +125,7 @@ def test_microshare_pipe_token_is_minted_once(
         {"microshare": {"tokenUrl": microshare.token_url, "tokenKind": "pipe"}},
         credentials,
     )
-    condition = ready(cluster, namespace, "pipe")
+    condition = cluster.wait_ready(namespace, "pipe")
     status = cluster.token(namespace, "pipe")["status"]
     assert "expiresAt" not in status and "renewalTime" not in status
     assert "does not expire" in condition["message"]
@@ -175,7 +167,7 @@ def test_podero_sandbox_token(cluster: Cluster, fakes: Fakes, operator: Operator
         {"podero": {"environment": "sandbox", "tokenUrl": podero.token_url}},
         {"clientId": client_id, "clientSecret": podero.clients[client_id]},
     )
-    ready(cluster, namespace, "energy")
+    cluster.wait_ready(namespace, "energy")
     assert cluster.secret_value(namespace, target) == podero.issued_to(client_id)[-1].value
 
 
@@ -257,11 +249,7 @@ def test_basiq_bad_key_is_reported(
         {"basiq": {"tokenUrl": fakes.basiq.token_url}},
         {"apiKey": "bm90OmEta2V5"},
     )
-    condition = wait_for(
-        lambda: (c := cluster.ready(namespace, "wrong")) and c["status"] == "False" and c,
-        timeout_s=30,
-        what="Ready=False",
-    )
+    condition = cluster.wait_ready(namespace, "wrong", status="False")
     assert condition["reason"] == "InvalidCredentials"
     assert "check your API key" in condition["message"]
     assert "bm90OmEta2V5" not in condition["message"]
@@ -278,10 +266,6 @@ def test_official_endpoint_override_needs_the_allowlist(
         {"podero": {"tokenUrl": "https://podero.internal.example/oauth2/token/"}},
         {"clientId": "x", "clientSecret": "y"},
     )
-    condition = wait_for(
-        lambda: (c := cluster.ready(namespace, "regional")) and c["status"] == "False" and c,
-        timeout_s=30,
-        what="Ready=False",
-    )
+    condition = cluster.wait_ready(namespace, "regional", status="False")
     assert condition["reason"] == "EndpointNotAllowed"
     assert "podero.internal.example:443" in condition["message"]

@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from support.waiting import wait_for
 from tokensync.devcluster.cluster import ControlPlane
 
 GROUP, VERSION, PLURAL = "tokensync.dev", "v1alpha1", "providertokens"
@@ -76,6 +77,16 @@ class Cluster:
             if condition.get("type") == "Ready":
                 return dict(condition)
         return None
+
+    def wait_ready(
+        self, namespace: str, name: str, status: str = "True", timeout_s: float = 30
+    ) -> dict[str, Any]:
+        """Wait until the Ready condition has ``status``; returns the condition."""
+        return wait_for(
+            lambda: (c := self.ready(namespace, name)) and c["status"] == status and c,
+            timeout_s=timeout_s,
+            what=f"Ready={status} on {namespace}/{name}",
+        )
 
     def events(self, namespace: str, name: str | None = None) -> list[Any]:
         items = self.events_api.list_namespaced_event(namespace).items

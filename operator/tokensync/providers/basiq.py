@@ -75,12 +75,9 @@ class Basiq:
         if form["scope"] == "CLIENT_ACCESS":
             form["userId"] = str(spec["userId"])
         token, _ = await common.request_token(
-            request.http,
+            request,
             url,
             official=official,
-            now=request.now,
-            secrets=request.credentials.values(),
-            fallback=request.fallback_lifetime,
             classify=classify,
             headers={
                 "Authorization": f"Basic {request.credentials['apiKey'].strip()}",

@@ -108,13 +108,10 @@ class Biotz:
     async def _post(self, request: MintRequest, form: dict[str, str]) -> Token:
         url, official = common.endpoint(request.spec, OFFICIAL_TOKEN_URL)
         token, body = await common.request_token(
-            request.http,
+            request,
             url,
             official=official,
-            now=request.now,
-            secrets=[*request.credentials.values(), *request.state.values()],
             token_field=str(request.spec.get("tokenField") or "id_token"),
-            fallback=request.fallback_lifetime,
             classify=classify,
             headers={"Accept": "application/json"},
             data=form,

@@ -20,6 +20,7 @@ from tokensync.providers.base import (
     InvalidResponse,
     InvalidScope,
     MintError,
+    MintRequest,
     ProviderUnavailable,
     RateLimited,
     Token,
@@ -222,30 +223,30 @@ def check_success(response: HttpResponse, now: datetime, secrets: Iterable[str])
 
 
 async def request_token(
-    http: HttpClient,
+    request: MintRequest,
     url: str,
     *,
     official: bool,
-    now: datetime,
-    secrets: Iterable[str],
     token_field: str = "access_token",
     provider_default: timedelta | None = None,
-    fallback: timedelta | None = None,
     never_expires: bool = False,
     classify: Callable[[HttpResponse, datetime, Iterable[str]], MintError] = classify_failure,
-    **request: Any,
+    **http_request: Any,
 ) -> tuple[Token, dict[str, Any]]:
-    """POST to a token endpoint and parse the answer; the one flow every provider shares."""
-    secrets = tuple(secrets)
-    response = await call(http, "POST", url, official=official, **request)
+    """POST to a token endpoint and parse the answer; the one flow every provider shares.
+
+    Everything that may be echoed back (credentials, saved state) is redacted from errors.
+    """
+    secrets = (*request.credentials.values(), *request.state.values())
+    response = await call(request.http, "POST", url, official=official, **http_request)
     if not 200 <= response.status < 300:
-        raise classify(response, now, secrets)
+        raise classify(response, request.now, secrets)
     return token_from_success(
         response,
-        now=now,
+        now=request.now,
         token_field=token_field,
         provider_default=provider_default,
-        fallback=fallback,
+        fallback=request.fallback_lifetime,
         never_expires=never_expires,
     )
 

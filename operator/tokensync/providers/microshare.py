@@ -49,13 +49,10 @@ class Microshare:
             "scope": str(spec.get("scope") or "ALL:ALL"),
         }
         token, _ = await common.request_token(
-            request.http,
+            request,
             url,
             official=official,
-            now=request.now,
-            secrets=credentials.values(),
             provider_default=ACCESS_TOKEN_LIFETIME,
-            fallback=request.fallback_lifetime,
             never_expires=pipe,
             headers={"Accept": "application/json"},
             params=params,

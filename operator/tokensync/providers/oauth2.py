@@ -190,13 +190,10 @@ class OAuth2:
         headers = {"Accept": "application/json"}
         self._client_auth(request.spec, request.credentials, endpoint, form, headers)
         token, body = await common.request_token(
-            request.http,
+            request,
             endpoint,
             official=False,  # a generic endpoint always goes through the allowlist
-            now=request.now,
-            secrets=[*request.credentials.values(), *request.state.values()],
             token_field=request.spec.get("tokenField", "access_token"),
-            fallback=request.fallback_lifetime,
             headers=headers,
             data=form,
         )

@@ -34,12 +34,9 @@ class Podero:
         )
         pair = f"{request.credentials['clientId']}:{request.credentials['clientSecret']}"
         token, _ = await common.request_token(
-            request.http,
+            request,
             url,
             official=official,
-            now=request.now,
-            secrets=request.credentials.values(),
-            fallback=request.fallback_lifetime,
             headers={
                 # As documented: base64 of "id:secret" as they are (not form-encoded).
                 "Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii"),
