@@ -129,6 +129,23 @@ def _endpoint_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="extra CA bundle for provider TLS",
     )
+    parser.add_argument(
+        "--provider-timeout",
+        type=_positive_seconds,
+        default=_positive_seconds(_env("TOKENSYNC_PROVIDER_TIMEOUT", "10")),
+        metavar="SECONDS",
+        help="the most a provider may take for its whole answer (default 10)",
+    )
+
+
+def _positive_seconds(raw: str | None) -> float:
+    try:
+        value = float(raw or "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {raw!r}") from None
+    if not 0 < value <= 300:
+        raise argparse.ArgumentTypeError(f"expected 0 < seconds <= 300, got {raw!r}")
+    return value
 
 
 def _endpoints(args: argparse.Namespace) -> EndpointPolicy:
@@ -149,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         namespaces=namespaces,
         endpoints=_endpoints(args),
         ca_file=args.ca_file,
+        provider_timeout_s=args.provider_timeout,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         workers=max(1, args.workers),
@@ -186,7 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "mint":
         from tokensync import oneshot
 
-        config = OperatorConfig(endpoints=_endpoints(args), ca_file=args.ca_file)
+        config = OperatorConfig(
+            endpoints=_endpoints(args),
+            ca_file=args.ca_file,
+            provider_timeout_s=args.provider_timeout,
+        )
         return oneshot.run(args.filename, args.credentials, config, args.show_token)
     return 2
 

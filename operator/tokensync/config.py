@@ -12,6 +12,7 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
     ca_file: str | None = None
+    provider_timeout_s: float = 10.0
     metrics_port: int = 8080
     health_port: int = 8081
     workers: int = 32

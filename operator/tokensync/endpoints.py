@@ -170,6 +170,7 @@ class HttpClient:
         max_connections: int = 32,
     ) -> None:
         self.policy = policy
+        self.timeout_s = timeout_s
         self.max_response_bytes = max_response_bytes
         context = ssl.create_default_context()
         if ca_file:
@@ -229,18 +230,11 @@ class HttpClient:
             method, url, headers=headers, params=params, data=data, json=json_body
         )
         try:
-            response = await self._client.send(request, stream=True)
-            try:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > self.max_response_bytes:
-                        raise TransportFailure(
-                            f"response larger than {self.max_response_bytes} bytes"
-                        )
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each read; this bounds the whole answer, so a provider
+            # that trickles its body a byte at a time cannot hold a worker for ever.
+            async with asyncio.timeout(self.timeout_s):
+                response, body = await self._send(request)
+        except (httpx.TimeoutException, TimeoutError):
             metrics.provider_request(None)
             raise TransportFailure("timed out") from None
         except TransportFailure:
@@ -253,4 +247,16 @@ class HttpClient:
             metrics.provider_request(None)
             raise TransportFailure(type(error).__name__) from None
         metrics.provider_request(response.status_code)
-        return HttpResponse(status=response.status_code, headers=response.headers, body=bytes(body))
+        return HttpResponse(status=response.status_code, headers=response.headers, body=body)
+
+    async def _send(self, request: httpx.Request) -> tuple[httpx.Response, bytes]:
+        response = await self._client.send(request, stream=True)
+        try:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body.extend(chunk)
+                if len(body) > self.max_response_bytes:
+                    raise TransportFailure(f"response larger than {self.max_response_bytes} bytes")
+        finally:
+            await response.aclose()
+        return response, bytes(body)

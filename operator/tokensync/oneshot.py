@@ -84,7 +84,7 @@ async def mint_once(
         provider = providers.get(view.provider)
     except KeyError:
         raise UsageError(f"provider {view.provider!r} is not supported") from None
-    http = HttpClient(config.endpoints, ca_file=config.ca_file)
+    http = HttpClient(config.endpoints, ca_file=config.ca_file, timeout_s=config.provider_timeout_s)
     try:
         creds = required_credentials(
             _as_secret(load_credentials(credentials_file)),

@@ -50,7 +50,11 @@ logger = logging.getLogger("tokensync.reconcile")
 _MIN_HELD_LIFETIME = timedelta(seconds=2)
 # After a failed Secret or status write, try again this soon (the token is in hand).
 _WRITE_RETRY = timedelta(seconds=2)
+_MIN_WRITE_RETRY = timedelta(seconds=1)
 _WRITE_RETRY_CAP = timedelta(minutes=1)
+# An API server that does not answer at all (restarting, a network cut) costs nothing to
+# ask again: try every few seconds, so the token lands soon after it is back.
+_UNREACHABLE_RETRY_CAP = timedelta(seconds=5)
 
 
 class Cause(StrEnum):
@@ -98,6 +102,12 @@ class TargetConflict(MintError):
 
 class CredentialsNotFound(MintError):
     reason = "CredentialsNotFound"
+
+
+class CredentialsUnreadable(MintError):
+    """The API server did not hand out the credentials Secret (unreachable, refusing)."""
+
+    reason = "CredentialsUnreadable"
 
 
 class ProviderNotSupported(MintError):
@@ -205,12 +215,17 @@ class Memory:
     pending: bool = False
     write_failures: int = 0
 
-    def write_backoff(self) -> timedelta:
+    def write_backoff(self, error: ApiError, now: datetime) -> timedelta:
         """2 s, 4 s, ... up to a minute: a write that keeps failing (a quota, a webhook)
-        must not turn into a loop, nor into a new mint each time."""
+        must not turn into a loop, nor into a new mint each time. Never later than half
+        the held token's remaining life, and every few seconds while the API server is
+        unreachable."""
         self.write_failures += 1
         delay: timedelta = _WRITE_RETRY * 2 ** min(self.write_failures - 1, 5)
-        return delay if delay < _WRITE_RETRY_CAP else _WRITE_RETRY_CAP
+        cap = _UNREACHABLE_RETRY_CAP if error.status == 0 else _WRITE_RETRY_CAP
+        if self.held is not None and self.held.expires_at is not None:
+            cap = min(cap, max((self.held.expires_at - now) / 2, _MIN_WRITE_RETRY))
+        return delay if delay < cap else cap
 
 
 def ready_condition(
@@ -298,7 +313,14 @@ class Reconciler:
     async def _read_credentials(
         self, view: ProviderTokenView, provider: providers.Provider
     ) -> dict[str, str]:
-        secret = await self._secrets.credentials(view.namespace, view.credentials_secret)
+        try:
+            secret = await self._secrets.credentials(view.namespace, view.credentials_secret)
+        except ApiError as error:
+            answer = "did not answer" if error.status == 0 else f"answered {error.status}"
+            raise CredentialsUnreadable(
+                f"credentials Secret {view.credentials_secret} could not be read: "
+                f"the API server {answer}"
+            ) from None
         if secret is None:
             raise CredentialsNotFound(
                 f"credentials Secret {view.credentials_secret} not found in namespace "
@@ -380,7 +402,7 @@ class Reconciler:
         except TargetConflict as conflict:
             return await self._fail(view, None, conflict)
         except ApiError as error:
-            delay = memory.write_backoff()
+            delay = memory.write_backoff(error, self._clock())
             logger.warning(
                 "secret write failed %s/%s status=%s; writing the same token again in %ss",
                 view.namespace,
@@ -410,8 +432,9 @@ class Reconciler:
                 "conditions": [ready_condition(view, True, "Minted", message, now)],
             }
         }
-        if not await self._patch_status(view, patch):
-            return now + memory.write_backoff()
+        refused = await self._patch_status(view, patch)
+        if refused is not None:
+            return now + memory.write_backoff(refused, now)
         memory.pending = False
         memory.write_failures = 0
         if duration is not None:
@@ -563,7 +586,7 @@ class Reconciler:
             }
         }
         transition = view.status.ready != "False" or view.status.reason != error.reason
-        if not await self._patch_status(view, patch):
+        if await self._patch_status(view, patch) is not None:
             # Not reported, but not retried sooner than the failure itself asks for.
             return next_try
         if transition:
@@ -573,7 +596,10 @@ class Reconciler:
             )
         return next_try
 
-    async def _patch_status(self, view: ProviderTokenView, patch: Mapping[str, Any]) -> bool:
+    async def _patch_status(
+        self, view: ProviderTokenView, patch: Mapping[str, Any]
+    ) -> ApiError | None:
+        """Write the status; returns the API server's refusal, or None when it was written."""
         try:
             patched = await self._kube.patch_status(
                 names.GROUP, names.VERSION, names.PLURAL, view.namespace, view.name, patch
@@ -582,9 +608,9 @@ class Reconciler:
             logger.warning(
                 "status write failed %s/%s status=%s", view.namespace, view.name, error.status
             )
-            return False
+            return error
         self.on_status(patched)
-        return True
+        return None
 
     async def _patch_invalid(self, body: Mapping[str, Any], message: str) -> None:
         """Report a spec the schema let through but tokensync cannot serve, once per

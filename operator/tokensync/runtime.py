@@ -92,7 +92,9 @@ class Runtime:
     async def create(cls, config: OperatorConfig) -> Runtime:
         load_all()
         kube = KubeApi.from_environment()
-        http = HttpClient(config.endpoints, ca_file=config.ca_file)
+        http = HttpClient(
+            config.endpoints, ca_file=config.ca_file, timeout_s=config.provider_timeout_s
+        )
         digest = await load_digest_key(kube, config.operator_namespace, config.digest_key_secret)
         secrets = SecretCache(kube)
         await preload_secrets(kube, secrets, config)

@@ -67,6 +67,7 @@ class FakeProvider:
         self.outage_until = 0.0
         self.outage_status = 503
         self.outage_body: Any = {"error": "temporarily_unavailable"}
+        self.outage_headers: dict[str, str] = {}
         self.retry_after: str | None = None
         self.rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
         self.rate_limited_status = 429
@@ -95,12 +96,20 @@ class FakeProvider:
         return f"http://{self.host}"
 
     # Switches
-    def outage(self, seconds: float, status: int = 503, body: Any = None) -> None:
+    def outage(
+        self,
+        seconds: float,
+        status: int = 503,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer every request with ``status``, ``body`` and ``headers`` for a while."""
         with self.lock:
             self.outage_until = time.time() + seconds
             self.outage_status = status
             if body is not None:
                 self.outage_body = body
+            self.outage_headers = dict(headers or {})
 
     # Reading back
     def issued_to(self, subject: str) -> list[Issued]:
@@ -147,7 +156,9 @@ class FakeProvider:
             self.requests.append(request)
             if self.outage_until > time.time():
                 headers = {"Retry-After": self.retry_after} if self.retry_after else {}
-                return Response(self.outage_status, self.outage_body, headers)
+                return Response(
+                    self.outage_status, self.outage_body, {**headers, **self.outage_headers}
+                )
             if self.rate_limit is not None:
                 limit, per = self.rate_limit
                 while self._window and self._window[0] < request.at - per:

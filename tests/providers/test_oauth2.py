@@ -212,3 +212,63 @@ async def test_cloud_metadata_is_refused_even_when_allowlisted_by_name() -> None
             await client.request("GET", "https://169.254.169.254/latest/meta-data/", official=True)
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["http://169.254.169.254/latest/meta-data/iam", "OTHER"],
+    ids=["to cloud metadata", "to another loopback server outside the allowlist"],
+)
+async def test_redirects_are_not_followed(
+    idp: FakeOAuth2Server, http_for: HttpFactory, location: str
+) -> None:
+    """A token endpoint answering 30x must not steer the credentials anywhere else."""
+    idp.add_client("app", "secret")
+    with FakeOAuth2Server() as elsewhere:
+        target = elsewhere.token_url if location == "OTHER" else location
+        FakeProvider.outage(idp, 60, status=307, body=b"", headers={"Location": target})
+        with pytest.raises(base.ProviderUnavailable, match="307 redirect, which is not followed"):
+            await OAUTH2.mint(
+                mint_request(
+                    http_for(idp.host),
+                    {"tokenUrl": idp.token_url},
+                    {"clientId": "app", "clientSecret": "secret"},
+                )
+            )
+        assert len(idp.requests) == 1
+        assert elsewhere.requests == []
+
+
+async def test_a_trickling_answer_is_cut_at_the_provider_timeout(http_for: HttpFactory) -> None:
+    """Each byte arrives well within a read timeout; the whole answer does not."""
+    import asyncio
+    import time
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: 1000\r\n\r\n")
+        try:
+            for _ in range(1000):
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except ConnectionError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    started = time.monotonic()
+    try:
+        with pytest.raises(base.ProviderUnavailable, match="timed out"):
+            await OAUTH2.mint(
+                mint_request(
+                    http_for(f"127.0.0.1:{port}", timeout_s=0.5),
+                    {"tokenUrl": f"http://127.0.0.1:{port}/token"},
+                    {"clientId": "app", "clientSecret": "secret"},
+                )
+            )
+    finally:
+        server.close()
+    assert time.monotonic() - started < 5

@@ -3,9 +3,11 @@ and the provider is not asked for a new one each time."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+
+import pytest
 
 from tokensync.endpoints import EndpointPolicy, HttpClient
 from tokensync.events import EventRecorder
@@ -28,9 +30,11 @@ class CountingProvider:
     def shareable(self, spec: Mapping[str, Any]) -> bool:
         return False
 
+    lifetime = timedelta(hours=1)
+
     async def mint(self, request: MintRequest) -> Token:
         CountingProvider.mints += 1
-        return Token(value=f"v{self.mints}", expires_at=NOW + timedelta(hours=1), minted_at=NOW)
+        return Token(value=f"v{self.mints}", expires_at=NOW + self.lifetime, minted_at=NOW)
 
 
 if "counting-test" not in base.names():
@@ -56,15 +60,16 @@ class Secrets:
 class RefusingWriter:
     """An API server that refuses Secret writes (a quota, a webhook) until told otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 403) -> None:
         self.refuse = True
+        self.status = status
         self.secret_writes = 0
         self.status_writes: list[Mapping[str, Any]] = []
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.secret_writes += 1
         if self.refuse:
-            raise ApiError(403, "Forbidden", "exceeded quota")
+            raise ApiError(self.status, "Refused", "exceeded quota")
         return dict(body)
 
     async def patch_status(self, *args: Any) -> dict[str, Any]:
@@ -75,37 +80,88 @@ class RefusingWriter:
         return None
 
 
-async def test_refused_writes_back_off_and_never_mint_again() -> None:
-    writer = RefusingWriter()
-    http = HttpClient(EndpointPolicy())
-    reconciler = Reconciler(
+BODY = {
+    "metadata": {"namespace": "ns", "name": "pt", "uid": "u", "generation": 1},
+    "spec": {
+        "provider": {"counting-test": {}},
+        "credentialsRef": {"name": "c"},
+        "target": {"name": "t"},
+    },
+}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    client = HttpClient(EndpointPolicy())
+    yield client
+    await client.close()
+
+
+def reconciler_for(writer: RefusingWriter, http: HttpClient, secrets: Any = None) -> Reconciler:
+    CountingProvider.mints = 0
+    return Reconciler(
         kube=writer,  # type: ignore[arg-type]
-        secrets=Secrets(),
+        secrets=secrets or Secrets(),
         http=http,
         digest=DigestKey(b"k" * 32),
         events=EventRecorder(writer),
         clock=lambda: NOW,
         jitter=lambda: 0.0,
     )
-    body = {
-        "metadata": {"namespace": "ns", "name": "pt", "uid": "u", "generation": 1},
-        "spec": {
-            "provider": {"counting-test": {}},
-            "credentialsRef": {"name": "c"},
-            "target": {"name": "t"},
-        },
-    }
-    CountingProvider.mints = 0
+
+
+async def retry_delays(reconciler: Reconciler, rounds: int) -> list[float]:
     delays = []
-    for _ in range(5):
-        due = await reconciler.reconcile(body)
+    for _ in range(rounds):
+        due = await reconciler.reconcile(BODY)
         assert due is not None
         delays.append((due - NOW).total_seconds())
+    return delays
+
+
+async def test_refused_writes_back_off_and_never_mint_again(http: HttpClient) -> None:
+    writer = RefusingWriter()
+    reconciler = reconciler_for(writer, http)
+    assert await retry_delays(reconciler, 5) == [2, 4, 8, 16, 32]
     assert CountingProvider.mints == 1
     assert writer.secret_writes == 5
-    assert delays == [2, 4, 8, 16, 32]
     writer.refuse = False
-    await reconciler.reconcile(body)
+    await reconciler.reconcile(BODY)
     assert CountingProvider.mints == 1
     assert writer.status_writes[-1]["status"]["conditions"][0]["reason"] == "Minted"
-    await http.close()
+
+
+async def test_an_unreachable_api_server_is_asked_again_every_few_seconds(
+    http: HttpClient,
+) -> None:
+    """Connection refused costs nothing: the token lands within 5 s of the server's return."""
+    writer = RefusingWriter(status=0)
+    reconciler = reconciler_for(writer, http)
+    assert await retry_delays(reconciler, 5) == [2, 4, 5, 5, 5]
+    assert CountingProvider.mints == 1
+
+
+async def test_write_retries_come_before_the_held_token_expires(http: HttpClient) -> None:
+    writer = RefusingWriter()
+    reconciler = reconciler_for(writer, http)
+    CountingProvider.lifetime = timedelta(seconds=20)
+    try:
+        assert await retry_delays(reconciler, 5) == [2, 4, 8, 10, 10]
+    finally:
+        CountingProvider.lifetime = timedelta(hours=1)
+
+
+class UnreachableSecrets(Secrets):
+    async def credentials(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        raise ApiError(0, "Unreachable", "ClientConnectorError")
+
+
+async def test_unreadable_credentials_are_reported_and_retried(http: HttpClient) -> None:
+    writer = RefusingWriter()
+    reconciler = reconciler_for(writer, http, UnreachableSecrets())
+    due = await reconciler.reconcile(BODY)
+    assert due is not None and timedelta(0) < due - NOW <= timedelta(seconds=2)
+    condition = writer.status_writes[-1]["status"]["conditions"][0]
+    assert (condition["status"], condition["reason"]) == ("False", "CredentialsUnreadable")
+    assert condition["message"].startswith("credentials Secret c could not be read")
+    assert CountingProvider.mints == 0
