@@ -8,18 +8,15 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from support.cluster import REPO, operator_kubeconfig
-from tokensync.devcluster.cluster import ControlPlane, start
+from support.cluster import control_plane_in, operator_kubeconfig
+from tokensync.devcluster.cluster import ControlPlane
 
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """Started once per run; a failure to start fails the tests that need it (never a skip)."""
-    plane = start(tmp_path_factory.mktemp("control-plane") / "cluster", crd_dir=REPO / "crds")
-    try:
+    with control_plane_in(tmp_path_factory.mktemp("control-plane")) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="session")

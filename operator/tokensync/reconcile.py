@@ -214,17 +214,30 @@ class Memory:
     # The held token is not yet in the Secret and the status: write it, do not mint again.
     pending: bool = False
     write_failures: int = 0
+    last_write_unreachable: bool = False
 
-    def write_backoff(self, error: ApiError, now: datetime) -> timedelta:
+    def write_backoff(
+        self, error: ApiError, now: datetime, serving_until: datetime | None
+    ) -> timedelta:
         """2 s, 4 s, ... up to a minute: a write that keeps failing (a quota, a webhook)
-        must not turn into a loop, nor into a new mint each time. Never later than half
-        the held token's remaining life, and every few seconds while the API server is
-        unreachable."""
+        must not turn into a loop, nor into a new mint each time.
+
+        Every few seconds while the API server does not answer, and the count starts
+        again when it answers with a refusal (a server just back may refuse for a moment).
+        Never later than half the remaining life of the token the Secret serves now, nor
+        of the token held for it.
+        """
+        unreachable = error.status == 0
+        if unreachable != self.last_write_unreachable:
+            self.write_failures = 0
+            self.last_write_unreachable = unreachable
         self.write_failures += 1
         delay: timedelta = _WRITE_RETRY * 2 ** min(self.write_failures - 1, 5)
-        cap = _UNREACHABLE_RETRY_CAP if error.status == 0 else _WRITE_RETRY_CAP
-        if self.held is not None and self.held.expires_at is not None:
-            cap = min(cap, max((self.held.expires_at - now) / 2, _MIN_WRITE_RETRY))
+        cap = _UNREACHABLE_RETRY_CAP if unreachable else _WRITE_RETRY_CAP
+        held_until = self.held.expires_at if self.held is not None else None
+        for expiry in (serving_until, held_until):
+            if expiry is not None and expiry > now:
+                cap = min(cap, max((expiry - now) / 2, _MIN_WRITE_RETRY))
         return delay if delay < cap else cap
 
 
@@ -402,7 +415,7 @@ class Reconciler:
         except TargetConflict as conflict:
             return await self._fail(view, None, conflict)
         except ApiError as error:
-            delay = memory.write_backoff(error, self._clock())
+            delay = memory.write_backoff(error, self._clock(), view.status.expires_at)
             logger.warning(
                 "secret write failed %s/%s status=%s; writing the same token again in %ss",
                 view.namespace,
@@ -434,7 +447,7 @@ class Reconciler:
         }
         refused = await self._patch_status(view, patch)
         if refused is not None:
-            return now + memory.write_backoff(refused, now)
+            return now + memory.write_backoff(refused, now, view.status.expires_at)
         memory.pending = False
         memory.write_failures = 0
         if duration is not None:

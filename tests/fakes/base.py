@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -46,6 +46,8 @@ class Response:
     status: int
     body: Any = None  # JSON-encoded unless bytes
     headers: dict[str, str] = field(default_factory=dict)
+    # Send this many bytes of the body (Content-Length still promises all), then hang up.
+    truncate_at: int | None = None
 
 
 @dataclass
@@ -71,6 +73,8 @@ class FakeProvider:
         self.retry_after: str | None = None
         self.rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
         self.rate_limited_status = 429
+        # Called with each token as it is issued, before the answer is sent (fault tests).
+        self.on_issue: Callable[[Issued], None] | None = None
         self._window: deque[float] = deque()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
@@ -148,6 +152,9 @@ class FakeProvider:
         issued = Issued(subject, value, expires, now, grant)
         with self.lock:
             self.issued.append(issued)
+            hook = self.on_issue
+        if hook is not None:
+            hook(issued)
         return issued
 
     # Serving
@@ -207,7 +214,15 @@ class FakeProvider:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    if response.truncate_at is not None:
+                        self.wfile.write(payload[: response.truncate_at])
+                        self.close_connection = True
+                    else:
+                        self.wfile.write(payload)
+                except ConnectionError:
+                    # The client hung up first (an oversized answer it refused to read).
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 

@@ -36,6 +36,9 @@ class ClientBehaviour:
     subject_tokens: set[str] = field(default_factory=set)
     refresh_expires_in: int = 1800
     id_token: bool = False
+    # Misbehaviour for fault tests: this answer instead of a token, and/or a slow answer.
+    scripted: Response | None = None
+    latency_s: float = 0.0
 
 
 @dataclass
@@ -77,6 +80,14 @@ class FakeOAuth2Server(FakeProvider):
         with self.lock:
             self.clients[client_id].outage_until = time.time() + seconds
             self.clients[client_id].outage_status = status
+
+    def misbehave(
+        self, client_id: str, answer: Response | None = None, latency_s: float = 0.0
+    ) -> None:
+        """Answer this client with ``answer`` (None: behave) after ``latency_s``."""
+        with self.lock:
+            self.clients[client_id].scripted = answer
+            self.clients[client_id].latency_s = latency_s
 
     def requests_from(self, client_id: str) -> list[Recorded]:
         with self.lock:
@@ -121,6 +132,11 @@ class FakeOAuth2Server(FakeProvider):
             if client is not None and client.outage_until > time.time():
                 headers = {"Retry-After": client.retry_after} if client.retry_after else {}
                 return Response(client.outage_status, {"error": "temporarily_unavailable"}, headers)
+            scripted, latency = (client.scripted, client.latency_s) if client else (None, 0.0)
+        if latency:
+            time.sleep(latency)
+        if scripted is not None:
+            return scripted
         if request.content_type != "application/x-www-form-urlencoded":
             return Response(400, {"error": "invalid_request", "error_description": "form body"})
         if client is None:

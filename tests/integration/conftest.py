@@ -37,6 +37,12 @@ def operator_logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def leak_scan_texts() -> list[tuple[str, str]]:
+    """(where, text) from control planes gone before the leak scan runs (the fault tests')."""
+    return []
+
+
+@pytest.fixture(scope="session")
 def fakes() -> Iterator[Fakes]:
     """One real HTTP server per provider on loopback, shared by the whole run."""
     with contextlib.ExitStack() as stack:
@@ -76,6 +82,9 @@ def operator(
             "--allowed-hosts",
             ",".join(fake.host for fake in fakes.all()),
             "--allow-insecure-http",
+            # Short, so that the fault tests' slow provider costs seconds, not tens.
+            "--provider-timeout",
+            "3",
             "--metrics-port",
             str(metrics_port),
             "--health-port",

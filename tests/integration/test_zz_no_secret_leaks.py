@@ -7,37 +7,36 @@ providers ever handed out or accepted.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
 
-from support.objects import GROUP, PLURAL, VERSION, Cluster
+from support.objects import Cluster
 from support.operator import OperatorProcess
 from support.providers import Fakes
 
 
 def test_no_credential_or_token_value_anywhere(
-    cluster: Cluster, fakes: Fakes, operator_logs_dir: Path, operator: OperatorProcess
+    cluster: Cluster,
+    fakes: Fakes,
+    operator_logs_dir: Path,
+    operator: OperatorProcess,
+    leak_scan_texts: list[tuple[str, str]],
 ) -> None:
     secrets = {value for value in fakes.every_secret() if len(value) >= 8}
     assert len(secrets) > 20, "the suite should have produced tokens to look for"
 
     logs = "\n".join(p.read_text(errors="replace") for p in operator_logs_dir.glob("*.log"))
     assert "minted" in logs, "the operator logs should have been captured"
-    events = cluster.events_api.list_event_for_all_namespaces().items
-    assert events, "the suite should have produced Events"
-    event_text = "\n".join(f"{e.reason} {e.note}" for e in events)
-    tokens = cluster.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-    status_text = json.dumps([t.get("status") for t in tokens])
-
+    output = dict(cluster.operator_output())
+    assert "Minted" in output["events"], "the suite should have produced Events"
     metrics_text = httpx.get(operator.metrics_url, timeout=5).text
     assert "tokensync_mint_total" in metrics_text
     sources = (
         ("logs", logs),
-        ("events", event_text),
-        ("status", status_text),
+        *output.items(),
         ("metrics", metrics_text),
+        *leak_scan_texts,
     )
     for where, text in sources:
         leaked = [s[:6] + "…" for s in secrets if s in text]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
-from tokensync.devcluster.cluster import ControlPlane
+from tokensync.devcluster.cluster import ControlPlane, start
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "tokensync-system"
@@ -15,3 +17,13 @@ def operator_kubeconfig(plane: ControlPlane, path: Path) -> Path:
     """Apply deploy/rbac exactly as shipped and return a kubeconfig for its ServiceAccount."""
     plane.kubectl("apply", "-k", str(REPO / "deploy" / "rbac"))
     return plane.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, path)
+
+
+@contextlib.contextmanager
+def control_plane_in(directory: Path) -> Iterator[ControlPlane]:
+    """A fresh control plane with the CRDs installed, stopped on leaving."""
+    plane = start(directory / "cluster", crd_dir=REPO / "crds")
+    try:
+        yield plane
+    finally:
+        plane.stop()

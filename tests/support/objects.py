@@ -92,6 +92,15 @@ class Cluster:
         items = self.events_api.list_namespaced_event(namespace).items
         return [e for e in items if name is None or e.regarding.name == name]
 
+    def operator_output(self) -> list[tuple[str, str]]:
+        """Every Event's reason and note, and every ProviderToken's status, as text."""
+        events = self.events_api.list_event_for_all_namespaces().items
+        tokens = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        return [
+            ("events", "\n".join(f"{e.reason} {e.note}" for e in events)),
+            ("status", json.dumps([t.get("status") for t in tokens])),
+        ]
+
     def patch_token(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
 

@@ -165,3 +165,25 @@ async def test_unreadable_credentials_are_reported_and_retried(http: HttpClient)
     assert (condition["status"], condition["reason"]) == ("False", "CredentialsUnreadable")
     assert condition["message"].startswith("credentials Secret c could not be read")
     assert CountingProvider.mints == 0
+
+
+async def test_write_retries_come_before_the_served_token_expires(http: HttpClient) -> None:
+    """The Secret still serves a token that expires in 10 s: retry within half of that."""
+    writer = RefusingWriter()
+    reconciler = reconciler_for(writer, http)
+    served = {**BODY, "status": {"expiresAt": "2026-11-23T10:00:10Z"}}
+    delays = []
+    for _ in range(4):
+        due = await reconciler.reconcile(served)
+        assert due is not None
+        delays.append((due - NOW).total_seconds())
+    assert delays == [2, 4, 5, 5]
+
+
+async def test_a_refusal_after_an_outage_starts_the_backoff_again(http: HttpClient) -> None:
+    """A server just back may refuse for a moment (its authorizer warming up)."""
+    writer = RefusingWriter(status=0)
+    reconciler = reconciler_for(writer, http)
+    assert await retry_delays(reconciler, 6) == [2, 4, 5, 5, 5, 5]
+    writer.status = 403
+    assert await retry_delays(reconciler, 2) == [2, 4]

@@ -59,6 +59,7 @@ class Component:
     pid: int
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    args: list[str] = field(default_factory=list)
 
     def alive(self) -> bool:
         if self.process is not None:
@@ -94,9 +95,41 @@ class ControlPlane:
     ca_cert: Path
     etcd_endpoint: str
     components: list[Component] = field(default_factory=list)
+    tie_to_parent: bool = True
 
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
+
+    def stop_component(self, name: str) -> None:
+        """Stop one process (SIGTERM, then SIGKILL after a grace): a fault for tests."""
+        _terminate(self.component(name))
+
+    def start_component(self, name: str, timeout_s: float = 60.0) -> None:
+        """Start a stopped process again with its arguments and data; wait until it serves."""
+        old = self.component(name)
+        if old.alive():
+            raise ControlPlaneError(f"{name} is still running")
+        new = _spawn(name, old.binary, old.args, self.workdir, self.tie_to_parent)
+        self.components[self.components.index(old)] = new
+        self.save_state()
+        probes: dict[str, Callable[[], bool]] = {
+            "etcd": lambda: '"health":"true"' in _http_body(f"{self.etcd_endpoint}/health"),
+            "kube-apiserver": self.api_ready,
+        }
+        probe = probes.get(name)
+        if probe is not None:
+            _wait(name, probe, [new], timeout_s)
+
+    def api_ready(self) -> bool:
+        """The API server answers /readyz with ok (etcd reachable, informers synced)."""
+        ready = _http_body(f"{self.server}/readyz", verify=self.admin_tls())
+        return ready == "ok"
+
+    def admin_tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_cert))
+        pki = self.workdir / "pki"
+        context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return context
 
     def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> str:
         """Run the kubectl we built (it matches the server's minor version) as admin."""
@@ -240,7 +273,9 @@ def _spawn(
             start_new_session=True,
             preexec_fn=preexec,
         )
-    return Component(name=name, binary=binary, pid=process.pid, log=log, process=process)
+    return Component(
+        name=name, binary=binary, pid=process.pid, log=log, process=process, args=list(args)
+    )
 
 
 def _wait(
@@ -314,6 +349,7 @@ def start(
         admin_kubeconfig=admin_kubeconfig,
         ca_cert=certs.ca_cert,
         etcd_endpoint=etcd_endpoint,
+        tie_to_parent=tie_to_parent,
     )
     try:
         plane.components.append(
@@ -372,14 +408,7 @@ def start(
             )
         )
         plane.save_state()
-        admin_tls = ssl.create_default_context(cafile=str(certs.ca_cert))
-        admin_tls.load_cert_chain(str(certs.admin_cert), str(certs.admin_key))
-        _wait(
-            "kube-apiserver /readyz",
-            lambda: _http_body(f"{server}/readyz", verify=admin_tls) == "ok",
-            plane.components,
-            ready_timeout_s,
-        )
+        _wait("kube-apiserver /readyz", plane.api_ready, plane.components, ready_timeout_s)
 
         if crd_dir is not None:
             plane.install_crds(crd_dir)
