@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from kubernetes import config
 
 from fakes.oauth2_server import FakeOAuth2Server
 from support.cluster import control_plane_in, operator_kubeconfig
-from support.invariants import SecretWatch
+from support.invariants import SecretWatch, status_is_true
 from support.objects import Cluster, provider_token
 from support.operator import OperatorProcess
 from support.providers import Fakes
@@ -104,15 +103,7 @@ def tokens_for(
 def status_matches_secret(
     cluster: Cluster, server: FakeOAuth2Server, namespace: str, name: str
 ) -> bool:
-    """Ready, and the status's expiry is that of the token the Secret holds."""
-    condition = cluster.ready(namespace, name)
-    value = cluster.secret_value(namespace, f"{name}-token")
-    if not condition or condition["status"] != "True" or value is None:
-        return False
-    issued = {i.value: i for i in server.issued}
-    status = (cluster.token(namespace, name) or {}).get("status") or {}
-    expires = datetime.fromisoformat(status["expiresAt"].replace("Z", "+00:00")).timestamp()
-    return value in issued and abs(expires - (issued[value].expires_at or 0)) < 2
+    return status_is_true(cluster, server, namespace, name, f"{name}-token")
 
 
 def assert_no_unexpected_errors(operator: OperatorProcess) -> None:

@@ -13,10 +13,11 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from kubernetes import client, config
 
-from fakes.base import Issued
+from fakes.base import FakeProvider, Issued
 from support.objects import Cluster
 
 TOKEN_SELECTOR = "tokensync.dev/role=token"
@@ -115,3 +116,18 @@ class SecretWatch:
                     late = sample.at - token.expires_at
                     verdict.expired.append(f"{name} expired {late:.1f}s before {sample.at:.1f}")
         return verdict
+
+
+def status_is_true(
+    cluster: Cluster, server: FakeProvider, namespace: str, name: str, target: str
+) -> bool:
+    """Ready, the Secret holds a token the provider issued, and the status gives its expiry."""
+    condition = cluster.ready(namespace, name)
+    value = cluster.secret_value(namespace, target)
+    if not condition or condition["status"] != "True" or value is None:
+        return False
+    with server.lock:
+        issued = {i.value: i for i in server.issued}
+    status = (cluster.token(namespace, name) or {}).get("status") or {}
+    expires = datetime.fromisoformat(status["expiresAt"].replace("Z", "+00:00")).timestamp()
+    return value in issued and abs(expires - (issued[value].expires_at or 0)) < 2
