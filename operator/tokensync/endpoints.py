@@ -33,6 +33,10 @@ class EndpointRefused(Exception):
     """The configuration forbids this endpoint; no request was sent."""
 
 
+class UnsendableRequest(Exception):
+    """The request cannot be put on the wire (a header value HTTP does not allow)."""
+
+
 class TransportFailure(Exception):
     """No HTTP answer: connection refused, timeout, TLS failure, oversized body."""
 
@@ -157,6 +161,11 @@ class GuardedResolver(aiohttp.abc.AbstractResolver):
         await self._resolver.close()
 
 
+def _header_safe(value: str) -> bool:
+    """Printable ASCII, space and tab only: no line break can forge another header."""
+    return all(char == "\t" or " " <= char <= "~" for char in value)
+
+
 class HttpClient:
     """One pooled client for all providers, with the policy applied to every request."""
 
@@ -226,9 +235,17 @@ class HttpClient:
     ) -> HttpResponse:
         self.policy.check(url, official=official)
         await self._check_addresses(url)
-        request = self._client.build_request(
-            method, url, headers=headers, params=params, data=data, json=json_body
-        )
+        try:
+            if headers and not all(_header_safe(value) for value in headers.values()):
+                raise ValueError("control characters in a header value")
+            request = self._client.build_request(
+                method, url, headers=headers, params=params, data=data, json=json_body
+            )
+        except (UnicodeEncodeError, ValueError):
+            # Never the error's text: it quotes the offending value, a credential.
+            raise UnsendableRequest(
+                "a header value holds characters HTTP does not allow (non-ASCII or control)"
+            ) from None
         try:
             # httpx's timeout bounds each read; this bounds the whole answer, so a provider
             # that trickles its body a byte at a time cannot hold a worker for ever.

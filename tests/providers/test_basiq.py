@@ -118,3 +118,16 @@ async def test_missing_version_header_is_an_invalid_request(
     from tokensync.providers.basiq import classify
 
     assert classify(answer, datetime.now(UTC), [key]).reason == "InvalidRequest"
+
+
+@pytest.mark.parametrize("key", ["kéy-ünicode", "key\nInjected: header", "\U000cbdaf\x07"])
+async def test_a_key_http_cannot_carry_is_refused_unsent(
+    basiq: FakeBasiq, http_for: HttpFactory, key: str
+) -> None:
+    """Found by the generated ProviderTokens: such a key once crashed the reconcile."""
+    with pytest.raises(base.InvalidCredentials, match="cannot be sent") as failure:
+        await BASIQ.mint(
+            mint_request(http_for(basiq.host), {"tokenUrl": basiq.token_url}, {"apiKey": key})
+        )
+    assert key.strip() not in failure.value.message
+    assert basiq.requests == []

@@ -11,7 +11,13 @@ from typing import Any
 
 import jwt
 
-from tokensync.endpoints import EndpointRefused, HttpClient, HttpResponse, TransportFailure
+from tokensync.endpoints import (
+    EndpointRefused,
+    HttpClient,
+    HttpResponse,
+    TransportFailure,
+    UnsendableRequest,
+)
 from tokensync.providers.base import (
     EndpointNotAllowed,
     ExpiryUnknown,
@@ -58,6 +64,9 @@ async def call(
         raise EndpointNotAllowed(str(refused)) from None
     except TransportFailure as failure:
         raise ProviderUnavailable(f"token endpoint unreachable: {failure}") from None
+    except UnsendableRequest as unsendable:
+        # Only credentials vary per request: one of them cannot be sent as it is.
+        raise InvalidCredentials(f"credentials cannot be sent: {unsendable}") from None
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
