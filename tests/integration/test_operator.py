@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,6 +17,7 @@ from fakes.oauth2_server import FakeOAuth2Server
 from support.objects import Cluster, provider_token
 from support.operator import OperatorProcess
 from support.waiting import wait_for
+from tokensync.runtime import _DIGEST_KEY_FIELD
 
 
 @dataclass
@@ -435,3 +439,25 @@ def test_restart_does_not_mint_valid_tokens(
     apply_token(cluster, oauth2_server, probe)
     wait_ready(cluster, probe, timeout_s=60)
     assert len(oauth2_server.issued_to(subject.client_id)) == before + 1  # the probe's only
+
+
+def test_digests_on_the_secret_are_keyed_not_plain_hashes(
+    cluster: Cluster, oauth2_server: FakeOAuth2Server, subject: Subject
+) -> None:
+    """Someone who may read the annotations but not the key cannot test guesses offline."""
+    apply_token(cluster, oauth2_server, subject)
+    value = first_token(cluster, subject)
+    annotations = cluster.secret(subject.namespace, subject.target).metadata.annotations
+    key_secret = cluster.secret("tokensync-system", "tokensync-digest-key")
+    key = base64.b64decode(base64.b64decode(key_secret.data[_DIGEST_KEY_FIELD]))
+    assert len(key) >= 32
+
+    def keyed(text: str) -> str:
+        return "hmac-sha256:" + hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+    credentials = {"clientId": subject.client_id, "clientSecret": subject.secret}
+    canonical = json.dumps(credentials, sort_keys=True, separators=(",", ":"))
+    assert annotations["tokensync.dev/token-digest"] == keyed(value)
+    assert annotations["tokensync.dev/credentials-digest"] == keyed(canonical)
+    plain = {hashlib.sha256(t.encode()).hexdigest() for t in (value, canonical, subject.secret)}
+    assert not any(p in str(annotations) for p in plain)
