@@ -161,6 +161,9 @@ class GuardedResolver(aiohttp.abc.AbstractResolver):
         await self._resolver.close()
 
 
+_UNSENDABLE = "a header value holds characters HTTP does not allow (non-ASCII or control)"
+
+
 def _header_safe(value: str) -> bool:
     """Printable ASCII, space and tab only: no line break can forge another header."""
     return all(char == "\t" or " " <= char <= "~" for char in value)
@@ -235,17 +238,15 @@ class HttpClient:
     ) -> HttpResponse:
         self.policy.check(url, official=official)
         await self._check_addresses(url)
+        if headers and not all(_header_safe(value) for value in headers.values()):
+            raise UnsendableRequest(_UNSENDABLE)
         try:
-            if headers and not all(_header_safe(value) for value in headers.values()):
-                raise ValueError("control characters in a header value")
             request = self._client.build_request(
                 method, url, headers=headers, params=params, data=data, json=json_body
             )
         except (UnicodeEncodeError, ValueError):
             # Never the error's text: it quotes the offending value, a credential.
-            raise UnsendableRequest(
-                "a header value holds characters HTTP does not allow (non-ASCII or control)"
-            ) from None
+            raise UnsendableRequest(_UNSENDABLE) from None
         try:
             # httpx's timeout bounds each read; this bounds the whole answer, so a provider
             # that trickles its body a byte at a time cannot hold a worker for ever.
