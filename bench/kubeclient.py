@@ -105,7 +105,7 @@ def metrics(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:
-    entries = []
+    entries: list[dict[str, Any]] = []
     if not path.exists():
         return entries
     for line in path.read_text().splitlines():

@@ -28,6 +28,10 @@ INFO = [
     "burst_5000_max_s",
     "burst_5000_operator_writes_per_s",
     "ceiling_writes_per_s",
+    "same_writes_5000_converge_s",
+    "same_writes_per_s",
+    "same_writes_fraction_of_ceiling",
+    "converge_fraction_of_same_writes",
     "renewals",
     "renew_lateness_p50_s",
     "cpu_s_per_1000_renewals",
@@ -38,11 +42,13 @@ INFO = [
 def _passes(value: Any, comparison: str, bar: Any) -> bool:
     if value is None:
         return False
-    return {
-        "<": value < bar,
-        ">=": value >= bar,
-        "==": value == bar,
-    }[comparison]
+    return bool(
+        {
+            "<": value < bar,
+            ">=": value >= bar,
+            "==": value == bar,
+        }[comparison]
+    )
 
 
 def write_report(results: dict[str, Any], series: dict[str, Any], out: Path) -> None:

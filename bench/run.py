@@ -319,6 +319,72 @@ class Bench:
         self.results["ceiling_writes_per_s"] = round(count * 2 / elapsed, 1)
         await api.call("DELETE", "/api/v1/namespaces/ceiling")
 
+    async def same_writes_ceiling(self, api: BenchApi, size: int, url: str) -> None:
+        """The bound for any operator: while ``size`` ProviderTokens are created as in the
+        burst, a tight client that already knows what to write makes each one's two
+        writes (its Secret, its status) as soon as its create returns. Nothing is
+        minted, nothing is watched: only the API server's cost of these writes."""
+        namespace = "same-writes"
+        await self.namespace(api, namespace)
+        base = f"/apis/tokensync.dev/v1alpha1/namespaces/{namespace}/providertokens"
+        created: asyncio.Queue[int] = asyncio.Queue()
+
+        async def create(index: int) -> None:
+            await api.call("POST", base, self.token_manifest(namespace, index, url))
+            created.put_nowait(index)
+
+        async def write() -> None:
+            while True:
+                index = await created.get()
+                await api.call(
+                    "POST",
+                    f"/api/v1/namespaces/{namespace}/secrets",
+                    {
+                        "metadata": {
+                            "name": f"t{index}-token",
+                            "labels": {"tokensync.dev/role": "token"},
+                        },
+                        "stringData": {"token": "x" * 64},
+                    },
+                )
+                moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                await api.call(
+                    "PATCH",
+                    f"{base}/t{index}/status",
+                    {
+                        "status": {
+                            "provider": "oauth2",
+                            "observedGeneration": 1,
+                            "expiresAt": moment,
+                            "renewalTime": moment,
+                            "lastMintTime": moment,
+                            "failedAttempts": 0,
+                            "conditions": [
+                                {
+                                    "type": "Ready",
+                                    "status": "True",
+                                    "reason": "Minted",
+                                    "message": f"token valid until {moment}",
+                                    "lastTransitionTime": moment,
+                                    "observedGeneration": 1,
+                                }
+                            ],
+                        }
+                    },
+                )
+                created.task_done()
+
+        writers = [asyncio.create_task(write()) for _ in range(48)]
+        began = time.time()
+        await api.bulk(list(range(size)), create, concurrency=48)
+        await created.join()
+        elapsed = time.time() - began
+        for writer in writers:
+            writer.cancel()
+        self.results[f"same_writes_{size}_converge_s"] = round(elapsed, 2)
+        self.results["same_writes_per_s"] = round(2 * size / elapsed, 1)
+        await self.remove_namespace(api, namespace)
+
     async def burst(self, api: BenchApi, observer: Observer, size: int, url: str) -> str:
         namespace = f"burst-{size}"
         await self.namespace(api, namespace)
@@ -546,6 +612,14 @@ class Bench:
         observer = Observer()
         try:
             await self.ceiling(api, writes=2 * max(self.args.sizes))
+            await self.same_writes_ceiling(api, max(self.args.sizes), url)
+            print(
+                "ceilings:",
+                json.dumps(
+                    {k: v for k, v in self.results.items() if k.startswith(("ceiling", "same"))}
+                ),
+                flush=True,
+            )
             self.start_operator(url.removeprefix("http://"))
             namespace = ""
             for size in self.args.sizes:
@@ -585,6 +659,15 @@ class Bench:
         self.results["converge_fraction_of_ceiling"] = round(
             self.results[f"burst_{largest}_operator_writes_per_s"]
             / self.results["ceiling_writes_per_s"],
+            3,
+        )
+        # What a perfect operator could reach on this machine (docs/decisions/0004).
+        self.results["same_writes_fraction_of_ceiling"] = round(
+            self.results["same_writes_per_s"] / self.results["ceiling_writes_per_s"], 3
+        )
+        self.results["converge_fraction_of_same_writes"] = round(
+            self.results[f"burst_{largest}_operator_writes_per_s"]
+            / self.results["same_writes_per_s"],
             3,
         )
         self.results["machine"] = {

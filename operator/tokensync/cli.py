@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=_env_int("TOKENSYNC_WORKERS", 32),
-        help="ProviderTokens processed at once",
+        help="ProviderTokens minted and written at once (status writes follow outside the pool)",
     )
     run.add_argument(
         "--operator-namespace",

@@ -16,6 +16,7 @@ class OperatorConfig:
     metrics_port: int = 8080
     health_port: int = 8081
     workers: int = 32
+    api_in_flight: int = 16
     operator_namespace: str = "tokensync-system"
     digest_key_secret: str = "tokensync-digest-key"
     leader_election: bool = False

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tokensync import metrics, names
 from tokensync.kube import ApiError, KubeApi
 from tokensync.model import Key, Status, resource_version, trimmed
-from tokensync.reconcile import Reconciler
+from tokensync.reconcile import Reconciler, StatusWrite
 from tokensync.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -201,21 +201,38 @@ class Controller:
             for secret in referenced:
                 self._referrers[secret].add(key)
 
-    async def _process(self, key: Key) -> None:
+    async def _process(self, key: Key) -> Awaitable[None] | None:
         body = self.tokens.get(key)
         if body is None:
-            return
+            return None
         try:
-            due = await self._reconciler.reconcile(body)
+            outcome = await self._reconciler.step(body)
         except Exception as error:
-            # Never drop a token: whatever broke, look at it again soon.
-            # The type only: an exception's text may quote a URL with credentials in it.
-            logger.error(
-                "reconcile of %s/%s failed unexpectedly: %s",
-                key[0],
-                key[1],
-                type(error).__name__,
-            )
-            logger.debug("traceback of the failed reconcile", exc_info=True)
+            self._unexpected(key, error)
+            outcome = self._clock() + _ERROR_RETRY
+        if isinstance(outcome, StatusWrite):
+            # The token is in its Secret: the worker moves on to the next token while
+            # this key stays busy until its status is written.
+            return self._write_status(key, outcome)
+        self._schedule(key, outcome)
+        return None
+
+    async def _write_status(self, key: Key, status: StatusWrite) -> None:
+        try:
+            due = await status.write()
+        except Exception as error:
+            self._unexpected(key, error)
             due = self._clock() + _ERROR_RETRY
+        self._schedule(key, due)
+
+    def _schedule(self, key: Key, due: datetime | None) -> None:
         self.queue.schedule(key, due.timestamp() if due is not None else None)
+
+    @staticmethod
+    def _unexpected(key: Key, error: Exception) -> None:
+        # Never drop a token: whatever broke, look at it again soon.
+        # The type only: an exception's text may quote a URL with credentials in it.
+        logger.error(
+            "reconcile of %s/%s failed unexpectedly: %s", key[0], key[1], type(error).__name__
+        )
+        logger.debug("traceback of the failed reconcile", exc_info=True)

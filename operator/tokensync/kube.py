@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +20,11 @@ import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from tokensync.priority import Lane, PriorityGate
+
 MERGE_PATCH = "application/merge-patch+json"
+# Far shorter than any service-account token's life (kubelet rotates at 80% of an hour).
+_AUTH_REFRESH_S = 10.0
 
 
 class ApiError(Exception):
@@ -50,8 +55,17 @@ def load_configuration() -> k8s_client.Configuration:
 
 
 class KubeApi:
-    def __init__(self, configuration: k8s_client.Configuration, *, timeout_s: float = 30.0):
+    def __init__(
+        self,
+        configuration: k8s_client.Configuration,
+        *,
+        timeout_s: float = 30.0,
+        in_flight: int = 32,
+    ):
         self._configuration = configuration
+        # Secrets, status and Events only: the Lease and readiness probes never queue
+        # behind a burst of writes.
+        self._gate = PriorityGate(in_flight)
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
         if not configuration.verify_ssl:
             context.check_hostname = False
@@ -62,10 +76,12 @@ class KubeApi:
         self._base = configuration.host.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._auth: dict[str, str] = {}
+        self._auth_fresh_until = 0.0
 
     @classmethod
-    def from_environment(cls) -> KubeApi:
-        return cls(load_configuration())
+    def from_environment(cls, *, in_flight: int = 32) -> KubeApi:
+        return cls(load_configuration(), in_flight=in_flight)
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily: a session belongs to the event loop it is first used on.
@@ -82,9 +98,17 @@ class KubeApi:
             await self._session.close()
 
     def _auth_headers(self) -> dict[str, str]:
-        # Calls the refresh hook, so rotated service-account tokens are picked up.
-        value = self._configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
-        return {"Authorization": value} if value else {}
+        # The refresh hook picks up rotated service-account tokens, but from a kubeconfig
+        # it reloads the whole file (and reads the proxy environment) on every call: asked
+        # once per interval, not once per request.
+        now = time.monotonic()
+        if now >= self._auth_fresh_until:
+            value = self._configuration.get_api_key_with_prefix(
+                "BearerToken", alias="authorization"
+            )
+            self._auth = {"Authorization": value} if value else {}
+            self._auth_fresh_until = now + _AUTH_REFRESH_S
+        return dict(self._auth)
 
     async def _request(
         self,
@@ -94,6 +118,20 @@ class KubeApi:
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        lane: Lane | None = None,
+    ) -> Any:
+        if lane is None:
+            return await self._send(method, path, json_body, params, content_type)
+        async with self._gate.slot(lane):
+            return await self._send(method, path, json_body, params, content_type)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        json_body: Any,
+        params: Mapping[str, str] | None,
+        content_type: str,
     ) -> Any:
         headers = self._auth_headers()
         data = None
@@ -140,7 +178,9 @@ class KubeApi:
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            secret: dict[str, Any] = await self._request("GET", self._secret_path(namespace, name))
+            secret: dict[str, Any] = await self._request(
+                "GET", self._secret_path(namespace, name), lane=Lane.TOKEN
+            )
         except NotFound:
             return None
         return secret
@@ -153,7 +193,7 @@ class KubeApi:
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         created: dict[str, Any] = await self._request(
-            "POST", self._secret_path(namespace), json_body=body
+            "POST", self._secret_path(namespace), json_body=body, lane=Lane.TOKEN
         )
         return created
 
@@ -161,7 +201,11 @@ class KubeApi:
         self, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
         patched: dict[str, Any] = await self._request(
-            "PATCH", self._secret_path(namespace, name), json_body=patch, content_type=MERGE_PATCH
+            "PATCH",
+            self._secret_path(namespace, name),
+            json_body=patch,
+            content_type=MERGE_PATCH,
+            lane=Lane.TOKEN,
         )
         return patched
 
@@ -179,12 +223,15 @@ class KubeApi:
             f"/apis/{group}/{version}/namespaces/{quote(namespace)}/{plural}/{quote(name)}/status"
         )
         patched: dict[str, Any] = await self._request(
-            "PATCH", path, json_body=patch, content_type=MERGE_PATCH
+            "PATCH", path, json_body=patch, content_type=MERGE_PATCH, lane=Lane.STATUS
         )
         return patched
 
     # Events
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         await self._request(
-            "POST", f"/apis/events.k8s.io/v1/namespaces/{quote(namespace)}/events", json_body=body
+            "POST",
+            f"/apis/events.k8s.io/v1/namespaces/{quote(namespace)}/events",
+            json_body=body,
+            lane=Lane.EVENT,
         )

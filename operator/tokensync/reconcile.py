@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -80,6 +80,14 @@ class Rewrite:
     """Write the token we hold (the Secret was deleted or edited, or writing it failed)."""
 
     cause: Cause
+
+
+@dataclass(frozen=True)
+class StatusWrite:
+    """The token is in its Secret; writing the status is what is left (memory.pending
+    stays true until it is written)."""
+
+    write: Callable[[], Awaitable[datetime | None]]
 
 
 @dataclass(frozen=True)
@@ -289,6 +297,14 @@ class Reconciler:
 
     async def reconcile(self, body: Mapping[str, Any]) -> datetime | None:
         """Bring one ProviderToken up to date; returns when to look at it again."""
+        outcome = await self.step(body)
+        if isinstance(outcome, StatusWrite):
+            return await outcome.write()
+        return outcome
+
+    async def step(self, body: Mapping[str, Any]) -> datetime | StatusWrite | None:
+        """As ``reconcile``, but once a token is in its Secret, the status write that
+        follows is handed back to be done off the worker pool."""
         try:
             view = parse_provider_token(body)
         except SpecInvalid as invalid:
@@ -350,7 +366,7 @@ class Reconciler:
         cause: Cause,
         target: TargetState | None,
         memory: Memory,
-    ) -> datetime | None:
+    ) -> datetime | StatusWrite | None:
         memory.attempted_digest = digest
         started = time.perf_counter()
         state_body = await self._secrets.labelled(view.namespace, state_secret_name(view))
@@ -408,7 +424,7 @@ class Reconciler:
         cause: Cause,
         memory: Memory,
         duration: float | None = None,
-    ) -> datetime | None:
+    ) -> datetime | StatusWrite | None:
         desired = target_secret(view, token, digest, self._digest)
         try:
             written = await self._write_secret(view, desired)
@@ -445,24 +461,29 @@ class Reconciler:
                 "conditions": [ready_condition(view, True, "Minted", message, now)],
             }
         }
-        refused = await self._patch_status(view, patch)
-        if refused is not None:
-            return now + memory.write_backoff(refused, now, view.status.expires_at)
-        memory.pending = False
-        memory.write_failures = 0
-        if duration is not None:
-            logger.info(
-                "minted %s/%s provider=%s cause=%s duration=%.3fs expires=%s next_renewal=%s",
-                view.namespace,
-                view.name,
-                view.provider,
-                cause,
-                duration,
-                expiry_text,
-                format_time(renewal) or "none",
-            )
-        await self._announce(view, cause, message)
-        return renewal
+
+        async def write_status() -> datetime | None:
+            refused = await self._patch_status(view, patch)
+            if refused is not None:
+                now = self._clock()
+                return now + memory.write_backoff(refused, now, view.status.expires_at)
+            memory.pending = False
+            memory.write_failures = 0
+            if duration is not None:
+                logger.info(
+                    "minted %s/%s provider=%s cause=%s duration=%.3fs expires=%s next_renewal=%s",
+                    view.namespace,
+                    view.name,
+                    view.provider,
+                    cause,
+                    duration,
+                    expiry_text,
+                    format_time(renewal) or "none",
+                )
+            await self._announce(view, cause, message)
+            return renewal
+
+        return StatusWrite(write_status)
 
     async def _announce(self, view: ProviderTokenView, cause: Cause, message: str) -> None:
         """Events on transitions only: a healthy token renewing on schedule stays quiet."""

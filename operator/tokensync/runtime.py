@@ -91,7 +91,7 @@ class Runtime:
     @classmethod
     async def create(cls, config: OperatorConfig) -> Runtime:
         load_all()
-        kube = KubeApi.from_environment()
+        kube = KubeApi.from_environment(in_flight=config.api_in_flight)
         http = HttpClient(
             config.endpoints, ca_file=config.ca_file, timeout_s=config.provider_timeout_s
         )

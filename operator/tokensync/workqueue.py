@@ -3,6 +3,11 @@
 Each key is due at one time at most; scheduling it again moves it. A key is never
 processed by two workers at once: one that becomes due while it runs is run again
 right after. Thousands of tokens cost one sleeping task, not one task each.
+
+A handler may hand back a follow-up (an awaitable): the worker is free for the next key
+at once, and the key stays busy until the follow-up is done. tokensync writes a
+token's status that way, so a status write waiting behind other tokens' Secret writes
+does not hold a worker (docs/decisions/0004-scale.md).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 Clock = Callable[[], float]
@@ -28,7 +33,7 @@ _MAX_SLEEP_S = 5.0
 class WorkQueue(Generic[K]):
     def __init__(
         self,
-        handler: Callable[[K], Awaitable[None]],
+        handler: Callable[[K], Awaitable[Awaitable[None] | None]],
         *,
         workers: int,
         clock: Clock = time.time,
@@ -47,6 +52,7 @@ class WorkQueue(Generic[K]):
         self._active = asyncio.Event()
         self._active.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._follow_ups: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._timer(), name="workqueue-timer"))
@@ -54,10 +60,12 @@ class WorkQueue(Generic[K]):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"workqueue-{index}"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._follow_ups]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._follow_ups.clear()
 
     def pause(self) -> None:
         """Stop taking keys (a standby replica); timers keep running, keys keep queueing."""
@@ -129,16 +137,34 @@ class WorkQueue(Generic[K]):
                 continue
             self._queued.discard(key)
             self._running.add(key)
-            try:
-                await self._handler(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                # The handler reports its own failures; this only keeps the worker alive.
-                # The type only: an exception's text may quote a secret.
-                logger.error("unexpected %s while processing %s", type(error).__name__, key)
-            finally:
-                self._running.discard(key)
-            if key in self._rerun:
-                self._rerun.discard(key)
-                self._make_ready(key)
+            follow_up = await self._guarded(key, self._handler(key))
+            if follow_up is None:
+                self._done(key)
+            else:
+                task = asyncio.create_task(self._finish(key, follow_up))
+                self._follow_ups.add(task)
+                task.add_done_callback(self._follow_ups.discard)
+
+    async def _finish(self, key: K, follow_up: Awaitable[None]) -> None:
+        try:
+            await self._guarded(key, follow_up)
+        finally:
+            self._done(key)
+
+    async def _guarded(self, key: K, step: Awaitable[Awaitable[None] | None]) -> Any:
+        try:
+            return await step
+        except asyncio.CancelledError:
+            self._done(key)
+            raise
+        except Exception as error:
+            # The handler reports its own failures; this only keeps the worker alive.
+            # The type only: an exception's text may quote a secret.
+            logger.error("unexpected %s while processing %s", type(error).__name__, key)
+            return None
+
+    def _done(self, key: K) -> None:
+        self._running.discard(key)
+        if key in self._rerun:
+            self._rerun.discard(key)
+            self._make_ready(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from tokensync.workqueue import WorkQueue
 
@@ -115,3 +116,61 @@ async def test_a_failing_handler_does_not_stop_the_workers() -> None:
     await asyncio.wait_for(done.wait(), 5)
     await queue.stop()
     assert calls == ["bad", "good"]
+
+
+async def test_follow_up_frees_the_worker_but_keeps_the_key_busy() -> None:
+    """A status write waiting its turn must not hold a worker, nor let its key run twice."""
+    follow_up_may_end = asyncio.Event()
+    runs: list[str] = []
+    follow_ups_done: list[str] = []
+
+    async def follow_up(key: str) -> None:
+        await follow_up_may_end.wait()
+        follow_ups_done.append(key)
+
+    async def handle(key: str) -> asyncio.Future[None] | None:
+        runs.append(key)
+        if key == "a" and runs.count("a") == 1:
+            return asyncio.ensure_future(follow_up(key))
+        return None
+
+    queue: WorkQueue[str] = WorkQueue(handle, workers=1)
+    queue.start()
+    queue.enqueue("a")
+    await _until(lambda: runs == ["a"])
+    queue.enqueue("b")  # the only worker is free although a's follow-up waits
+    await _until(lambda: runs == ["a", "b"])
+    queue.enqueue("a")  # busy until its follow-up ends: run again after, not now
+    await asyncio.sleep(0.05)
+    assert runs == ["a", "b"]
+    follow_up_may_end.set()
+    await _until(lambda: runs == ["a", "b", "a"])
+    assert follow_ups_done == ["a"]
+    await queue.stop()
+
+
+async def test_a_failing_follow_up_does_not_leave_its_key_busy() -> None:
+    runs: list[str] = []
+
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    async def handle(key: str) -> asyncio.Future[None] | None:
+        runs.append(key)
+        return asyncio.ensure_future(broken()) if len(runs) == 1 else None
+
+    queue: WorkQueue[str] = WorkQueue(handle, workers=1)
+    queue.start()
+    queue.enqueue("a")
+    await _until(lambda: runs == ["a"])
+    await asyncio.sleep(0.01)
+    queue.enqueue("a")
+    await _until(lambda: runs == ["a", "a"])
+    await queue.stop()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
