@@ -19,9 +19,10 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 Clock = Callable[[], float]
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,11 @@ class WorkQueue(Generic[K]):
                 continue
             self._queued.discard(key)
             self._running.add(key)
-            follow_up = await self._guarded(key, self._handler(key))
+            try:
+                follow_up = await self._guarded(key, self._handler(key))
+            except asyncio.CancelledError:
+                self._done(key)
+                raise
             if follow_up is None:
                 self._done(key)
             else:
@@ -151,12 +156,9 @@ class WorkQueue(Generic[K]):
         finally:
             self._done(key)
 
-    async def _guarded(self, key: K, step: Awaitable[Awaitable[None] | None]) -> Any:
+    async def _guarded(self, key: K, step: Awaitable[T]) -> T | None:
         try:
             return await step
-        except asyncio.CancelledError:
-            self._done(key)
-            raise
         except Exception as error:
             # The handler reports its own failures; this only keeps the worker alive.
             # The type only: an exception's text may quote a secret.
