@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import re
+import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from tokensync import __version__
-from tokensync.config import OperatorConfig
+from tokensync.config import OperatorConfig, default_identity
 from tokensync.endpoints import EndpointPolicy, normalise_hosts
 
 _TRUE = {"1", "true", "yes", "on"}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# A namespace name (RFC 1123 label), as the API server checks it.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# An --allowed-hosts entry: host, host:port, [v6] or [v6]:port; never a URL.
+_HOST_ENTRY = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+# Which environment variable feeds an option, to name it when its value is wrong.
+_ENV_OF: dict[str, str] = {}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A usage mistake is one line (what is wrong, and where it came from) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        option = message.removeprefix("argument ").split(":", 1)[0].split("/")[0]
+        variable = _ENV_OF.get(option)
+        if variable and os.environ.get(variable):
+            message += f" (from {variable}={os.environ[variable]!r})"
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -24,18 +46,28 @@ def _env_flag(name: str) -> bool:
     return (_env(name) or "").strip().lower() in _TRUE
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = _env(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"error: {name} must be an integer, got {raw!r}") from None
+def _from_env(option: str, variable: str, default: str) -> str:
+    """The raw default of an option; argparse converts it with the option's type, so a
+    wrong value in the environment is reported like a wrong flag."""
+    _ENV_OF[option] = variable
+    return _env(variable, default) or default
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low} to {high}, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tokensync", description="Keeps SaaS API tokens fresh in Kubernetes Secrets."
     )
     parser.add_argument("--version", action="version", version=f"tokensync {__version__}")
@@ -55,12 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch only this namespace; repeatable (env TOKENSYNC_NAMESPACES, comma-separated)",
     )
     _endpoint_options(run)
-    run.add_argument("--metrics-port", type=int, default=_env_int("TOKENSYNC_METRICS_PORT", 8080))
-    run.add_argument("--health-port", type=int, default=_env_int("TOKENSYNC_HEALTH_PORT", 8081))
+    run.add_argument(
+        "--metrics-port",
+        type=_whole(0, 65535),
+        default=_from_env("--metrics-port", "TOKENSYNC_METRICS_PORT", "8080"),
+        help="Prometheus endpoint, 0: off (default 8080)",
+    )
+    run.add_argument(
+        "--health-port",
+        type=_whole(0, 65535),
+        default=_from_env("--health-port", "TOKENSYNC_HEALTH_PORT", "8081"),
+        help="/healthz and /readyz, 0: off (default 8081)",
+    )
     run.add_argument(
         "--workers",
-        type=int,
-        default=_env_int("TOKENSYNC_WORKERS", 32),
+        type=_whole(1, 1000),
+        default=_from_env("--workers", "TOKENSYNC_WORKERS", "32"),
         help="ProviderTokens minted and written at once (status writes follow outside the pool)",
     )
     run.add_argument(
@@ -83,9 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default=_env("TOKENSYNC_LOG_FORMAT", "text"),
+        default=_from_env("--log-format", "TOKENSYNC_LOG_FORMAT", "text"),
     )
-    run.add_argument("--log-level", default=_env("TOKENSYNC_LOG_LEVEL", "INFO"))
+    run.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=_LOG_LEVELS,
+        default=_from_env("--log-level", "TOKENSYNC_LOG_LEVEL", "INFO"),
+    )
     mint = commands.add_parser(
         "mint", help="mint once from a manifest and a credentials file (no cluster needed)"
     )
@@ -132,7 +179,7 @@ def _endpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--provider-timeout",
         type=_positive_seconds,
-        default=_positive_seconds(_env("TOKENSYNC_PROVIDER_TIMEOUT", "10")),
+        default=_from_env("--provider-timeout", "TOKENSYNC_PROVIDER_TIMEOUT", "10"),
         metavar="SECONDS",
         help="the most a provider may take for its whole answer (default 10)",
     )
@@ -156,12 +203,37 @@ def _endpoints(args: argparse.Namespace) -> EndpointPolicy:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> OperatorConfig:
-    namespaces: tuple[str, ...] = ()
+def run_args_problem(args: argparse.Namespace) -> str | None:
+    """What argparse cannot see alone: values that only make sense together or on disk."""
+    namespaces = _namespaces(args)
+    for namespace in (*namespaces, args.operator_namespace):
+        if not _NAMESPACE.fullmatch(namespace):
+            return f"{namespace!r} is not a namespace name (lowercase letters, digits, '-')"
+    if args.metrics_port and args.metrics_port == args.health_port:
+        return f"--metrics-port and --health-port are both {args.metrics_port}"
+    for entry in normalise_hosts([args.allowed_hosts]):
+        if not _HOST_ENTRY.fullmatch(entry):
+            return f"--allowed-hosts: {entry!r} is not host or host:port (no scheme, no path)"
+    if args.ca_file:
+        try:
+            ssl.create_default_context(cafile=args.ca_file)
+        except ssl.SSLError:
+            return f"--ca-file {args.ca_file}: not a PEM bundle of CA certificates"
+        except OSError as error:
+            return f"--ca-file {args.ca_file}: {error.strerror or error}"
+    return None
+
+
+def _namespaces(args: argparse.Namespace) -> tuple[str, ...]:
     if args.namespace:
-        namespaces = tuple(args.namespace)
-    elif not args.all_namespaces:
-        namespaces = tuple(n for n in (_env("TOKENSYNC_NAMESPACES") or "").split(",") if n)
+        return tuple(args.namespace)
+    if args.all_namespaces:
+        return ()
+    return tuple(n.strip() for n in (_env("TOKENSYNC_NAMESPACES") or "").split(",") if n.strip())
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    namespaces = _namespaces(args)
     return OperatorConfig(
         namespaces=namespaces,
         endpoints=_endpoints(args),
@@ -169,37 +241,49 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         provider_timeout_s=args.provider_timeout,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
-        workers=max(1, args.workers),
+        workers=args.workers,
         operator_namespace=args.operator_namespace,
         leader_election=args.leader_election,
-        identity=args.identity,
+        identity=args.identity or default_identity(),
         log_format=args.log_format,
-        log_level=args.log_level.upper(),
+        log_level=args.log_level,
     )
 
 
 def _run(config: OperatorConfig) -> int:
-    import kopf
     import prometheus_client
 
-    from tokensync import handlers  # noqa: F401 - registers the kopf handlers
+    from tokensync.handlers import serve  # also registers the kopf handlers
     from tokensync.logs import configure_logging
+    from tokensync.preflight import StartupError
 
     configure_logging(config.log_format, config.log_level)
-    if config.metrics_port:
-        prometheus_client.start_http_server(config.metrics_port)
-    kopf.run(
-        clusterwide=config.clusterwide,
-        namespaces=config.namespaces,
-        standalone=True,
-        memo=kopf.Memo(config=config),
-    )
+    try:
+        if config.metrics_port:
+            try:
+                prometheus_client.start_http_server(config.metrics_port)
+            except OSError as error:
+                raise StartupError(
+                    f"cannot serve metrics on port {config.metrics_port} (--metrics-port): "
+                    f"{os.strerror(error.errno) if error.errno else error}"
+                ) from None
+        asyncio.run(serve(config))
+    except StartupError as error:
+        # One line and a non-zero exit: the pod crash-loops with the reason in its log.
+        print(f"tokensync: error: {error}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "run":
+        problem = run_args_problem(args)
+        if problem:
+            parser.exit(2, f"tokensync run: error: {problem}; see tokensync run --help\n")
         return _run(config_from_args(args))
     if args.command == "mint":
         from tokensync import oneshot

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import socket
 from dataclasses import dataclass, field
 
 from tokensync.endpoints import EndpointPolicy
@@ -20,10 +22,21 @@ class OperatorConfig:
     operator_namespace: str = "tokensync-system"
     digest_key_secret: str = "tokensync-digest-key"
     leader_election: bool = False
-    identity: str = ""
+    # Who this process is, to kopf and in leader election alike; always set (see below).
+    identity: str = field(default_factory=lambda: default_identity())
     log_format: str = "text"
     log_level: str = "INFO"
 
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
+
+
+def default_identity() -> str:
+    """Unique per process: the pod name (the hostname in a pod) and a random suffix.
+
+    Given to kopf explicitly: left to itself, kopf names the operator after
+    ``getpass.getuser()``, which raises under a uid with no passwd entry (65532 in the
+    image) unless ``POD_ID`` is set.
+    """
+    return f"{socket.gethostname()}-{secrets.token_hex(4)}"

@@ -1,4 +1,4 @@
-"""kopf glue, and nothing else: settings, startup and cleanup, watch events to the controller.
+"""kopf glue, and nothing else: running kopf, its settings, watch events to the controller.
 
 kopf only watches here. It keeps no progress in annotations or status (``on.event``
 handlers are stateless) and posts no Events of its own: tokensync posts the few that
@@ -12,8 +12,9 @@ from typing import Any
 
 import kopf
 
-from tokensync import names
+from tokensync import names, preflight
 from tokensync.config import OperatorConfig
+from tokensync.kube import KubeApi
 from tokensync.runtime import Runtime
 
 
@@ -37,9 +38,38 @@ class NoDiffBase(kopf.DiffBaseStorage):
         pass
 
 
+async def serve(config: OperatorConfig) -> None:
+    """Check the install, assemble the operator, then let kopf watch until told to stop.
+
+    The checks and the assembly run before kopf, not in its startup handler: kopf logs
+    a failing startup handler's traceback and retries it for ever, so a missing
+    namespace or RBAC verb became a process that stayed up and never worked. Here they
+    raise ``StartupError``, which ``tokensync run`` prints as one line before exiting.
+    """
+    configuration = preflight.kube_configuration()
+    probe = KubeApi(configuration, timeout_s=preflight.PREFLIGHT_TIMEOUT_S)
+    try:
+        await preflight.check(probe, config)
+    finally:
+        await probe.close()
+    runtime = await Runtime.create(config, configuration)
+    try:
+        await runtime.start(config.health_port)
+        await kopf.operator(
+            clusterwide=config.clusterwide,
+            namespaces=config.namespaces,
+            standalone=True,
+            # Given, never guessed: kopf's own guess asks getpass.getuser(), which raises
+            # under a uid with no passwd entry (the image's 65532) unless POD_ID is set.
+            identity=config.identity,  # type: ignore[arg-type]  # kopf's Identity is a str
+            memo=kopf.Memo(config=config, runtime=runtime),
+        )
+    finally:
+        await runtime.close()
+
+
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config: OperatorConfig = memo.config
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False
     settings.persistence.finalizer = "tokensync.dev/unused"  # no handler needs one
     settings.persistence.diffbase_storage = NoDiffBase()
@@ -50,16 +80,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     # Every replica watches (standalone kopf); tokensync's own Lease decides who writes.
     settings.peering.standalone = True
-    runtime = await Runtime.create(config)
-    memo.runtime = runtime
-    await runtime.start(config.health_port)
-
-
-@kopf.on.cleanup()
-async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    runtime: Runtime | None = getattr(memo, "runtime", None)
-    if runtime is not None:
-        await runtime.close()
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)

@@ -2,9 +2,14 @@
 
 - ``/healthz``: the event loop answers and the scheduler's tasks run. A failure means
   the process is wedged: restart it.
-- ``/readyz``: started, the API server answered a probe within the last interval, and
-  this replica is the active one. A failure means "do not count on me now" (lost API
-  connection, standby replica), not "restart me".
+- ``/readyz``: started and the API server answered a probe within the last interval. A
+  failure means "do not count on me now" (lost API connection), not "restart me".
+
+A standby replica (leader election) is ready: it watches, its caches are warm, and it
+takes over when the leader goes. Were it not ready, a Deployment of two replicas could
+never finish a rolling update (the new pods wait to be ready while the leader waits for
+them) and a PodDisruptionBudget could never let the leader be evicted. The body says
+which role the replica has; ``tokensync_operator_leading`` says it to Prometheus.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from tokensync import metrics
+from tokensync.preflight import StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +41,21 @@ class Health:
         self._interval_s = interval_s
         self.started = False
         self.api_reachable = False
-        self.active = True
+        self.leading = True
         self._task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
 
-    def set_active(self, active: bool) -> None:
-        self.active = active
-        metrics.WATCHING.set(1 if self.ready else 0)
+    def set_leading(self, leading: bool) -> None:
+        self.leading = leading
+        metrics.LEADING.set(1 if leading else 0)
 
     @property
     def ready(self) -> bool:
-        return self.started and self.api_reachable and self.active
+        return self.started and self.api_reachable
+
+    def publish(self) -> None:
+        metrics.WATCHING.set(1 if self.ready else 0)
+        metrics.LEADING.set(1 if self.leading else 0)
 
     async def start(self, port: int) -> None:
         await self.check_api()
@@ -55,7 +66,14 @@ class Health:
             app.router.add_get("/readyz", self._readyz)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            await web.TCPSite(self._runner, "0.0.0.0", port).start()  # noqa: S104 - probes
+            try:
+                await web.TCPSite(self._runner, "0.0.0.0", port).start()  # noqa: S104 - probes
+            except OSError as error:
+                await self.stop()
+                raise StartupError(
+                    f"cannot serve the health probes on port {port} (--health-port): "
+                    f"{os.strerror(error.errno) if error.errno else error}"
+                ) from None
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -77,7 +95,7 @@ class Health:
                 "reachable again" if reachable else "not reachable",
             )
         self.api_reachable = reachable
-        metrics.WATCHING.set(1 if self.ready else 0)
+        self.publish()
 
     async def _probe_forever(self) -> None:
         while True:
@@ -91,13 +109,12 @@ class Health:
 
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.ready:
-            return web.Response(text="ok")
+            return web.Response(text="ok: leading" if self.leading else "ok: standby")
         reasons = [
             text
             for failing, text in (
                 (not self.started, "starting"),
                 (not self.api_reachable, "API server not reachable"),
-                (not self.active, "standby replica"),
             )
             if failing
         ]

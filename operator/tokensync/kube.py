@@ -10,6 +10,7 @@ benchmark (docs/decisions/0004-scale.md).
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import time
 from collections.abc import Mapping
@@ -17,8 +18,8 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.client import Configuration
 
 from tokensync.priority import Lane, PriorityGate
 
@@ -34,6 +35,7 @@ class ApiError(Exception):
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
+        self.message = message
 
 
 class NotFound(ApiError):
@@ -44,9 +46,14 @@ class Conflict(ApiError):
     """409: AlreadyExists on create, or a resourceVersion conflict."""
 
 
-def load_configuration() -> k8s_client.Configuration:
-    """KUBECONFIG (or ~/.kube/config) when present, else the in-cluster service account."""
-    configuration = k8s_client.Configuration()
+def load_configuration() -> Configuration:
+    """KUBECONFIG when set (and then only it), else ~/.kube/config when present, else the
+    in-cluster service account."""
+    configuration = Configuration()
+    if os.environ.get("KUBECONFIG"):
+        # Named on purpose: a broken one is an error, not a reason to try something else.
+        k8s_config.load_kube_config(client_configuration=configuration)
+        return configuration
     try:
         k8s_config.load_kube_config(client_configuration=configuration)
     except (k8s_config.ConfigException, FileNotFoundError):
@@ -54,10 +61,29 @@ def load_configuration() -> k8s_client.Configuration:
     return configuration
 
 
+def unreachable_cause(error: BaseException) -> str:
+    """Why a request got no answer, in words an operator on call can act on.
+
+    Never the URL or the request: only the kind of failure and the OS's reason.
+    """
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return "its TLS certificate is not trusted (check the CA: ca.crt or the kubeconfig)"
+    if isinstance(error, aiohttp.ClientSSLError):
+        return "the TLS handshake failed"
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return "its host name does not resolve"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        code = error.os_error.errno if error.os_error else None
+        return f"connection failed ({os.strerror(code) if code else 'no route'})"
+    if isinstance(error, TimeoutError | aiohttp.ServerTimeoutError):
+        return "no answer in time"
+    return type(error).__name__
+
+
 class KubeApi:
     def __init__(
         self,
-        configuration: k8s_client.Configuration,
+        configuration: Configuration,
         *,
         timeout_s: float = 30.0,
         in_flight: int = 32,
@@ -82,6 +108,10 @@ class KubeApi:
     @classmethod
     def from_environment(cls, *, in_flight: int = 32) -> KubeApi:
         return cls(load_configuration(), in_flight=in_flight)
+
+    @property
+    def server(self) -> str:
+        return self._base
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily: a session belongs to the event loop it is first used on.
@@ -145,7 +175,7 @@ class KubeApi:
                 body = await response.read()
                 status_code = response.status
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise ApiError(0, "Unreachable", type(error).__name__) from None
+            raise ApiError(0, "Unreachable", unreachable_cause(error)) from None
         if status_code >= 400:
             try:
                 status = json.loads(body)

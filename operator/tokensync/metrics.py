@@ -56,7 +56,11 @@ PROVIDER_REQUESTS = Counter(
 )
 WATCHING = Gauge(
     "tokensync_operator_ready",
-    "1 while the operator is started, reaches the API server and is the active replica.",
+    "1 while the operator is started and reaches the API server (its /readyz).",
+)
+LEADING = Gauge(
+    "tokensync_operator_leading",
+    "1 while this replica does the work: it holds the Lease, or runs without election.",
 )
 QUEUE_DEPTH = Gauge(
     "tokensync_scheduled_tokens",

@@ -6,9 +6,10 @@ import base64
 import logging
 import random
 import secrets as stdlib_secrets
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from kubernetes.client import Configuration
 
 from tokensync import names
 from tokensync.config import OperatorConfig
@@ -16,9 +17,10 @@ from tokensync.controller import Controller, SecretCache
 from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder
 from tokensync.health import Health
-from tokensync.kube import Conflict, KubeApi
+from tokensync.kube import Conflict, KubeApi, NotFound
 from tokensync.leader import LeaderElector
 from tokensync.model import decode_secret_data
+from tokensync.preflight import StartupError
 from tokensync.providers import load_all
 from tokensync.reconcile import Reconciler
 from tokensync.secrets import DigestKey
@@ -54,15 +56,17 @@ async def load_digest_key(kube: KubeApi, namespace: str, name: str) -> DigestKey
             logger.info("digest key Secret %s/%s created", namespace, name)
         except Conflict:  # another replica created it first: use that one
             secret = await kube.get_secret(namespace, name)
+        except NotFound:
+            # The only 404 a create can get: the namespace itself is missing.
+            raise StartupError(
+                f'the operator namespace "{namespace}" does not exist: create it, or name '
+                "the operator's own namespace with --operator-namespace (env "
+                "TOKENSYNC_OPERATOR_NAMESPACE or POD_NAMESPACE)"
+            ) from None
     if secret is None:
         raise RuntimeError(f"digest key Secret {namespace}/{name} vanished while reading it")
     encoded = decode_secret_data(secret).get(_DIGEST_KEY_FIELD, "")
     return DigestKey(base64.b64decode(encoded))
-
-
-def default_identity() -> str:
-    """Unique per process: the pod name (hostname) and a random suffix."""
-    return f"{socket.gethostname()}-{stdlib_secrets.token_hex(4)}"
 
 
 async def preload_secrets(kube: KubeApi, cache: SecretCache, config: OperatorConfig) -> None:
@@ -89,15 +93,23 @@ class Runtime:
     elector: LeaderElector | None = None
 
     @classmethod
-    async def create(cls, config: OperatorConfig) -> Runtime:
+    async def create(cls, config: OperatorConfig, configuration: Configuration) -> Runtime:
         load_all()
-        kube = KubeApi.from_environment(in_flight=config.api_in_flight)
+        kube = KubeApi(configuration, in_flight=config.api_in_flight)
         http = HttpClient(
             config.endpoints, ca_file=config.ca_file, timeout_s=config.provider_timeout_s
         )
-        digest = await load_digest_key(kube, config.operator_namespace, config.digest_key_secret)
-        secrets = SecretCache(kube)
-        await preload_secrets(kube, secrets, config)
+        try:
+            digest = await load_digest_key(
+                kube, config.operator_namespace, config.digest_key_secret
+            )
+            secrets = SecretCache(kube)
+            await preload_secrets(kube, secrets, config)
+        except BaseException:
+            # Closed here, or the exit prints "Unclosed client session" after the one line.
+            await http.close()
+            await kube.close()
+            raise
         events = EventRecorder(kube)
         events.start()
         reconciler = Reconciler(
@@ -117,7 +129,7 @@ class Runtime:
                 kube,
                 namespace=config.operator_namespace,
                 name="tokensync-leader",
-                identity=config.identity or default_identity(),
+                identity=config.identity,
                 on_change=runtime._leadership,
             )
         return runtime
@@ -128,17 +140,17 @@ class Runtime:
             self.controller.requeue_all()
         else:
             self.controller.queue.pause()
-        self.health.set_active(leading)
+        self.health.set_leading(leading)
 
     async def start(self, health_port: int) -> None:
         if self.elector is not None:
             # A replica works only once it holds the Lease; until then it is standby.
             self.controller.queue.pause()
-            self.health.active = False
+            self.health.leading = False
         self.controller.start()
         await self.health.start(health_port)
         self.health.started = True
-        self.health.set_active(self.health.active)  # publishes readiness now
+        self.health.publish()
         if self.elector is not None:
             self.elector.start()
 

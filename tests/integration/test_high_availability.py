@@ -1,4 +1,4 @@
-"""Two replicas with leader election: one writes, one stands by, the standby takes over."""
+"""Two replicas with leader election: one writes, one stands by (ready), the standby takes over."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from support.waiting import wait_for
 from tokensync.devcluster.cluster import free_port
 
 
-def readiness(replica: OperatorProcess) -> int:
+def readiness(replica: OperatorProcess) -> tuple[int, str]:
     try:
-        return httpx.get(replica.health_url + "/readyz", timeout=2).status_code
+        answer = httpx.get(replica.health_url + "/readyz", timeout=2)
     except httpx.HTTPError:
-        return 0
+        return 0, ""
+    return answer.status_code, answer.text
 
 
 @pytest.fixture
@@ -66,14 +67,17 @@ def replicas(
 def test_one_replica_writes_and_the_other_takes_over_without_minting_again(
     cluster: Cluster, oauth2_server: FakeOAuth2Server, replicas: list[OperatorProcess]
 ) -> None:
+    # Both ready (a not-ready standby would stall rolling updates and PDB drains), and
+    # exactly one of them leads.
     wait_for(
-        lambda: sorted(readiness(r) for r in replicas) == [200, 503],
+        lambda: (
+            sorted(readiness(r) for r in replicas) == [(200, "ok: leading"), (200, "ok: standby")]
+        ),
         timeout_s=60,
-        what="one ready leader and one standby",
+        what="one ready leader and one ready standby",
     )
-    leader = next(r for r in replicas if readiness(r) == 200)
+    leader = next(r for r in replicas if readiness(r)[1] == "ok: leading")
     standby = next(r for r in replicas if r is not leader)
-    assert "standby replica" in httpx.get(standby.health_url + "/readyz").text
 
     namespace = cluster.namespace("ha")
     client_id = f"ha-{uuid.uuid4().hex[:8]}"
@@ -97,7 +101,11 @@ def test_one_replica_writes_and_the_other_takes_over_without_minting_again(
 
     killed = time.monotonic()
     leader.kill()
-    wait_for(lambda: readiness(standby) == 200, timeout_s=40, what="the standby to take over")
+    wait_for(
+        lambda: readiness(standby) == (200, "ok: leading"),
+        timeout_s=40,
+        what="the standby to take over",
+    )
     handover = time.monotonic() - killed
     assert handover < 30, f"handover took {handover:.1f}s"
 
