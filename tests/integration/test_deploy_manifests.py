@@ -42,7 +42,10 @@ def test_kustomize_base_is_accepted_by_the_api_server(cluster: Cluster) -> None:
     output = cluster.plane.kubectl("apply", "--dry-run=server", "-k", str(REPO / "deploy"))
     for expected in (
         "customresourcedefinition.apiextensions.k8s.io/providertokens.tokensync.dev",
-        "clusterrole.rbac.authorization.k8s.io/tokensync",
+        "clusterrole.rbac.authorization.k8s.io/tokensync ",
+        # deploy/user-roles: ProviderTokens for namespace admins, editors and viewers.
+        "clusterrole.rbac.authorization.k8s.io/tokensync-edit ",
+        "clusterrole.rbac.authorization.k8s.io/tokensync-view ",
         "deployment.apps/tokensync",
         "service/tokensync-metrics",
     ):
@@ -120,9 +123,13 @@ def test_chart_crd_and_rbac_are_the_single_sources(helm: Path) -> None:
         and d["metadata"]["name"].endswith("tokensync.dev")
     )
     assert crd == yaml.safe_load((REPO / "crds" / "tokensync.dev_providertokens.yaml").read_text())
-    role = next(d for d in rendered if d["kind"] == "ClusterRole")
+    # The chart also renders the user roles (t-edit, t-view): the operator's is named "t".
+    role = next(d for d in rendered if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "t")
     shipped = yaml.safe_load((REPO / "deploy" / "rbac" / "clusterrole.yaml").read_text())
     assert role["rules"] == shipped["rules"]
+    user_roles = {d["metadata"]["name"]: d["rules"] for d in rendered if d["kind"] == "ClusterRole"}
+    for source in documents((REPO / "deploy" / "user-roles" / "clusterroles.yaml").read_text()):
+        assert user_roles[source["metadata"]["name"].replace("tokensync", "t")] == source["rules"]
     lease_role = next(d for d in rendered if d["kind"] == "Role")
     shipped_lease = next(
         yaml.safe_load_all((REPO / "deploy" / "rbac" / "leader-election.yaml").read_text())

@@ -426,9 +426,11 @@ def start(
                     "--leader-elect=false",
                     "--use-service-account-credentials=false",
                     # Only what makes the API behave like a real cluster's for tokensync:
-                    # owner-based garbage collection, namespace deletion, default accounts.
+                    # owner-based garbage collection, namespace deletion, default accounts,
+                    # and the built-in admin/edit/view roles filled by aggregation (the
+                    # chart's user roles reach namespace users that way).
                     "--controllers=garbage-collector-controller,namespace-controller,"
-                    "serviceaccount-controller",
+                    "serviceaccount-controller,clusterrole-aggregation-controller",
                     f"--root-ca-file={certs.ca_cert}",
                     "--v=1",
                 ],
