@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,66 @@ def test_monitoring_toggles(helm: Path) -> None:
     assert json.loads(dashboard["data"]["tokensync.json"])["uid"] == "tokensync"
     plain = {d["kind"] for d in documents(run(str(helm), "template", "t", str(CHART)))}
     assert not {"PrometheusRule", "ServiceMonitor"} & plain
+
+
+def test_the_network_policy_component_as_an_overlay_uses_it(
+    cluster: Cluster, helm: Path, tmp_path: Path
+) -> None:
+    """deploy/components/network-policy, used exactly as its comment tells a user to."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                # kustomize takes only relative paths, as a user's overlay would have.
+                "resources": [os.path.relpath(REPO / "deploy", overlay)],
+                "components": [
+                    os.path.relpath(REPO / "deploy" / "components" / "network-policy", overlay)
+                ],
+                "patches": [
+                    {
+                        "target": {"kind": "NetworkPolicy", "name": "tokensync"},
+                        "patch": "- op: replace\n  path: /spec/egress/1/to\n"
+                        "  value: [{ipBlock: {cidr: 10.0.0.12/32}}]\n",
+                    }
+                ],
+            }
+        )
+    )
+    rendered = list(documents(cluster.plane.kubectl("kustomize", str(overlay))))
+    policy = next(d for d in rendered if d["kind"] == "NetworkPolicy")
+    deployment = next(d for d in rendered if d["kind"] == "Deployment")
+    assert policy["spec"]["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.0.0.12/32"}}]
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
+    container_ports = {
+        p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == container_ports
+    # The same rules as the chart's policy with the same API server address.
+    chart = documents(
+        run(
+            str(helm),
+            "template",
+            "tokensync",
+            str(CHART),
+            "--namespace",
+            "tokensync-system",
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.apiServer.cidrs={10.0.0.12/32}",
+        )
+    )
+    chart_policy = next(d for d in chart if d["kind"] == "NetworkPolicy")
+    ours = policy["spec"]["egress"]
+    theirs = chart_policy["spec"]["egress"]
+    assert ours[:2] == theirs[:2]
+    assert ours[2]["ports"] == theirs[2]["ports"]
+    assert [t["ipBlock"]["cidr"] for t in ours[2]["to"]] == [
+        t["ipBlock"]["cidr"] for t in theirs[2]["to"]
+    ]
+    cluster.plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac" / "namespace.yaml"))
+    output = cluster.plane.kubectl("apply", "--dry-run=server", "-k", str(overlay))
+    assert "networkpolicy.networking.k8s.io/tokensync" in output, output
