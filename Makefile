@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCAL ?= .local
 PYTEST_ARGS ?=
 
-.PHONY: venv tools binaries lint typecheck unit test cluster-up cluster-down run fake-oauth2 bench e2e-kind clean
+.PHONY: venv tools binaries lint typecheck unit test image image-test cluster-up cluster-down run fake-oauth2 bench e2e-kind clean
 
 venv: $(VENV)/.installed
 
@@ -23,14 +23,23 @@ binaries: venv
 	$(BIN)/python -m tokensync.devcluster binaries --helm
 
 # Tools the tests use from Debian's packages: promtool (alert rule tests), shellcheck,
-# lua with cjson (the Argo CD health check).
+# lua with cjson (the Argo CD health check), docker.io and debootstrap (the image test:
+# a private dockerd and a stand-in base image, tests/integration/test_image.py).
+# docker.io's service is kept from starting while it installs (policy-rc.d): a system
+# dockerd would add a bridge and iptables rules to the host; the test needs neither.
 tools:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v lua5.4 >/dev/null || missing="$$missing lua5.4"; \
 	[ -e /usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so ] || [ -n "$$(find /usr/lib -path '*lua/5.4/cjson.so' 2>/dev/null)" ] || missing="$$missing lua-cjson"; \
-	if [ -n "$$missing" ]; then apt-get update -qq && \
+	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	if [ -n "$$missing" ]; then \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && \
+	    trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
+	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 # End to end on kind (needs Docker, kind, helm, kubectl; not on our CI machines).
@@ -49,6 +58,18 @@ unit: venv
 
 test: venv tools binaries lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The operator's image, for a developer without a registry: on the engine DOCKER_HOST
+# names (or the default socket), else on a private dockerd started for the build and
+# stopped after (its images stay in ~/.cache/tokensync/docker); on python:3.11-slim-bookworm
+# when that engine has it, else on a debootstrap STAND-IN for it (hack/image/standin-base.sh).
+IMAGE ?= tokensync:dev
+image: venv tools
+	PYTHONPATH=tests $(BIN)/python -m support.docker build --tag $(IMAGE)
+
+# Only the image tests: build the image once, run both renderings of the Deployment in it.
+image-test: venv tools binaries
+	$(BIN)/pytest tests/integration/test_image.py $(PYTEST_ARGS)
 
 cluster-up: binaries
 	@$(BIN)/python -m tokensync.devcluster --dir $(LOCAL) up --crds crds
