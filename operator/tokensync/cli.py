@@ -29,10 +29,19 @@ _ENV_OF: dict[str, str] = {}
 class OneLineParser(argparse.ArgumentParser):
     """A usage mistake is one line (what is wrong, and where it came from) and exit 2."""
 
+    _given: Sequence[str] = ()
+
+    def parse_known_args(  # type: ignore[override]  # same call, remembered
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         option = message.removeprefix("argument ").split(":", 1)[0].split("/")[0]
         variable = _ENV_OF.get(option)
-        if variable and os.environ.get(variable):
+        on_command_line = any(a == option or a.startswith(f"{option}=") for a in self._given)
+        if variable and os.environ.get(variable) and not on_command_line:
             message += f" (from {variable}={os.environ[variable]!r})"
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 

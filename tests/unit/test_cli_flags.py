@@ -13,6 +13,7 @@ from tokensync import cli
         (["--workers", "0"], {}, "argument --workers: expected 1 to 1000, got 0"),
         (["--workers", "many"], {}, "argument --workers: expected a whole number, got 'many'"),
         ([], {"TOKENSYNC_WORKERS": "many"}, "(from TOKENSYNC_WORKERS='many')"),
+        (["--workers", "0"], {"TOKENSYNC_WORKERS": "8"}, "got 0; see"),  # the flag, not env
         (["--health-port", "70000"], {}, "argument --health-port: expected 0 to 65535"),
         ([], {"TOKENSYNC_METRICS_PORT": "-1"}, "(from TOKENSYNC_METRICS_PORT='-1')"),
         (["--log-level", "LOUD"], {}, "argument --log-level: invalid choice: 'LOUD'"),
