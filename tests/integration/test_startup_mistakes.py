@@ -125,6 +125,22 @@ def test_api_server_unreachable(operator_kubeconfig_path: Path, tmp_path: Path) 
     assert "connection failed (Connection refused)" in outcome.error_line
 
 
+def test_api_server_silent(operator_kubeconfig_path: Path, tmp_path: Path) -> None:
+    """A server that takes the connection and never answers (a hung or blackholed one)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nobody ever reads
+        port = silent.getsockname()[1]
+        kubeconfig = kubeconfig_variant(
+            operator_kubeconfig_path,
+            tmp_path / "kubeconfig",
+            {"server": f"https://127.0.0.1:{port}"},
+        )
+        outcome = run_operator(kubeconfig)
+    assert_one_clear_line(outcome, "cannot reach the Kubernetes API server", "no answer in time")
+    assert outcome.seconds < 10
+
+
 def test_api_server_certificate_not_trusted(operator_kubeconfig_path: Path, tmp_path: Path) -> None:
     # Any CA but the cluster's: the system bundle cannot have signed the suite's server.
     kubeconfig = kubeconfig_variant(
