@@ -76,12 +76,15 @@ class Health:
                 ) from None
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        # Twice is fine: a failed start stops it, and the runtime's close stops it again.
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._runner is not None:
-            await self._runner.cleanup()
+                await task
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def check_api(self) -> None:
         try:
