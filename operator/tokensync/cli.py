@@ -18,6 +18,7 @@ from tokensync.endpoints import EndpointPolicy, normalise_hosts
 
 _TRUE = {"1", "true", "yes", "on"}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("text", "json")
 # A namespace name (RFC 1123 label), as the API server checks it.
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # An --allowed-hosts entry: host, host:port, [v6] or [v6]:port; never a URL.
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--log-format",
-        choices=("text", "json"),
+        choices=_LOG_FORMATS,
         default=_from_env("--log-format", "TOKENSYNC_LOG_FORMAT", "text"),
     )
     run.add_argument(
@@ -214,6 +215,12 @@ def _endpoints(args: argparse.Namespace) -> EndpointPolicy:
 
 def run_args_problem(args: argparse.Namespace) -> str | None:
     """What argparse cannot see alone: values that only make sense together or on disk."""
+    # argparse converts a default from the environment with `type` but never checks it
+    # against `choices`: done here, naming the variable.
+    if args.log_level not in _LOG_LEVELS:
+        return f"TOKENSYNC_LOG_LEVEL={args.log_level!r}: expected one of {', '.join(_LOG_LEVELS)}"
+    if args.log_format not in _LOG_FORMATS:
+        return f"TOKENSYNC_LOG_FORMAT={args.log_format!r}: expected text or json"
     namespaces = _namespaces(args)
     for namespace in (*namespaces, args.operator_namespace):
         if not _NAMESPACE.fullmatch(namespace):

@@ -14,7 +14,7 @@ import kopf
 
 from tokensync import names, preflight
 from tokensync.config import OperatorConfig
-from tokensync.kube import KubeApi
+from tokensync.kube import ApiError
 from tokensync.runtime import Runtime
 
 
@@ -47,12 +47,17 @@ async def serve(config: OperatorConfig) -> None:
     raise ``StartupError``, which ``tokensync run`` prints as one line before exiting.
     """
     configuration = preflight.kube_configuration()
-    probe = KubeApi(configuration, timeout_s=preflight.PREFLIGHT_TIMEOUT_S)
+    probe = preflight.probe_client(configuration)
     try:
         await preflight.check(probe, config)
     finally:
         await probe.close()
-    runtime = await Runtime.create(config, configuration)
+    try:
+        runtime = await Runtime.create(config, configuration)
+    except (ApiError, ValueError) as error:
+        # The checks passed a moment ago: the API server failed now (restarting, or a
+        # corrupt digest key Secret). One line; the kubelet restarts the pod.
+        raise preflight.StartupError(f"cannot load the operator's state: {error}") from None
     try:
         await runtime.start(config.health_port)
         await kopf.operator(

@@ -181,10 +181,15 @@ class KubeApi:
                 status = json.loads(body)
                 reason, message = str(status.get("reason", "")), str(status.get("message", ""))
             except ValueError:
-                reason, message = "", body[:200].decode(errors="replace")
+                # Not a Kubernetes Status: not quoted (whatever answered may echo headers).
+                reason, message = "", f"a non-JSON answer of {len(body)} bytes"
             error_type = {404: NotFound, 409: Conflict}.get(status_code, ApiError)
             raise error_type(status_code, reason, message)
-        return json.loads(body) if body else None
+        try:
+            return json.loads(body) if body else None
+        except ValueError:
+            # An ingress or a web page at the server's address; its body is not quoted.
+            raise ApiError(status_code, "NotJSON", "the answer is not JSON") from None
 
     async def request(self, method: str, path: str, *, json_body: Any = None) -> Any:
         """Any other call (the Lease of leader election): JSON in, JSON out."""

@@ -8,10 +8,12 @@ kopf's startup handler and keep running, doing nothing).
 from __future__ import annotations
 
 import copy
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,6 +152,50 @@ def test_api_server_certificate_not_trusted(operator_kubeconfig_path: Path, tmp_
     )
     outcome = run_operator(kubeconfig)
     assert_one_clear_line(outcome, "cannot reach", "TLS certificate is not trusted")
+
+
+def test_not_an_api_server(operator_kubeconfig_path: Path, tmp_path: Path) -> None:
+    """A web page where the API server should be (a wrong port, an ingress)."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>welcome</html>")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        kubeconfig = kubeconfig_variant(
+            operator_kubeconfig_path, tmp_path / "kubeconfig", {"server": url}
+        )
+        try:
+            outcome = run_operator(kubeconfig)
+        finally:
+            server.shutdown()
+    assert_one_clear_line(outcome, f"the Kubernetes API server at {url} answered /version")
+    assert "not JSON" in outcome.error_line and "welcome" not in outcome.stderr
+
+
+def test_kubeconfig_with_a_broken_ca(operator_kubeconfig_path: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "ca.crt"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    kubeconfig = kubeconfig_variant(
+        operator_kubeconfig_path, tmp_path / "kubeconfig", {"certificate-authority": str(broken)}
+    )
+    outcome = run_operator(kubeconfig)
+    assert_one_clear_line(outcome, "TLS material (CA, client certificate or key) cannot be loaded")
+
+
+def test_kubeconfig_that_is_not_yaml(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nclusters: [unclosed\n")
+    outcome = run_operator(kubeconfig)
+    assert_one_clear_line(outcome, "cannot load the kubeconfig named by KUBECONFIG")
 
 
 def test_credentials_refused(operator_kubeconfig_path: Path, tmp_path: Path) -> None:

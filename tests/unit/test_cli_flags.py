@@ -18,6 +18,8 @@ from tokensync import cli
         ([], {"TOKENSYNC_METRICS_PORT": "-1"}, "(from TOKENSYNC_METRICS_PORT='-1')"),
         (["--log-level", "LOUD"], {}, "argument --log-level: invalid choice: 'LOUD'"),
         (["--log-format", "xml"], {}, "argument --log-format: invalid choice: 'xml'"),
+        ([], {"TOKENSYNC_LOG_LEVEL": "verbose"}, "TOKENSYNC_LOG_LEVEL='VERBOSE': expected one"),
+        ([], {"TOKENSYNC_LOG_FORMAT": "xml"}, "TOKENSYNC_LOG_FORMAT='xml': expected text or"),
         (["--provider-timeout", "0"], {}, "argument --provider-timeout: expected 0 < seconds"),
         ([], {"TOKENSYNC_PROVIDER_TIMEOUT": "soon"}, "(from TOKENSYNC_PROVIDER_TIMEOUT='soon')"),
         (["--namespace", "Team_A"], {}, "'Team_A' is not a namespace name"),
