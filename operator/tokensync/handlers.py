@@ -14,7 +14,7 @@ import kopf
 
 from tokensync import names, preflight
 from tokensync.config import OperatorConfig
-from tokensync.kube import ApiError
+from tokensync.kube import ApiError, authorization, load_configuration
 from tokensync.runtime import Runtime
 
 
@@ -71,6 +71,28 @@ async def serve(config: OperatorConfig) -> None:
         )
     finally:
         await runtime.close()
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf watches as the account tokensync writes as, from the same configuration.
+
+    kopf's own login tries the in-cluster account before the kubeconfig; tokensync's
+    client uses KUBECONFIG when it is set. Two accounts in one process would make the
+    startup check answer for one while the other watches. kopf calls this again when
+    the API server refuses the token (401), which picks up a rotated one.
+    """
+    configuration = load_configuration()
+    scheme, _space, token = (authorization(configuration) or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 @kopf.on.startup()

@@ -61,6 +61,13 @@ def load_configuration() -> Configuration:
     return configuration
 
 
+def authorization(configuration: Configuration) -> str | None:
+    """The Authorization header value (``Bearer ...``) the configuration holds, refreshed
+    by its hook (a rotated ServiceAccount token, an exec plugin's new token)."""
+    value: str | None = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    return value or None
+
+
 def unreachable_cause(error: BaseException) -> str:
     """Why a request got no answer, in words an operator on call can act on.
 
@@ -133,9 +140,7 @@ class KubeApi:
         # once per interval, not once per request.
         now = time.monotonic()
         if now >= self._auth_fresh_until:
-            value = self._configuration.get_api_key_with_prefix(
-                "BearerToken", alias="authorization"
-            )
+            value = authorization(self._configuration)
             self._auth = {"Authorization": value} if value else {}
             self._auth_fresh_until = now + _AUTH_REFRESH_S
         return dict(self._auth)
