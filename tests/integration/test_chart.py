@@ -180,7 +180,8 @@ def test_every_combination_is_accepted_by_the_api_server(
 
 # A wrong value, and what the refusal must say: the value's path and what is wrong.
 WRONG_VALUES: list[tuple[list[str], str]] = [
-    (["--set", "replicaCount=0"], "at '/replicaCount': minimum: got 0, want 1"),
+    (["--set", "replicaCount=-1"], "at '/replicaCount': minimum: got -1, want 0"),
+    (["--set", "caBundle.configMapName=My_Bundle"], "at '/caBundle/configMapName': 'My_Bundle'"),
     (["--set", "logFormat=xml"], "at '/logFormat': value must be one of 'json', 'text'"),
     (["--set", "replicacount=2"], "at '': additional properties 'replicacount' not allowed"),
     (["--set", "workers=many"], "at '/workers': got string, want integer"),
@@ -242,7 +243,7 @@ def test_install_refuses_a_wrong_value(cluster: Cluster, helm: Path) -> None:
 
 @pytest.mark.parametrize(
     ("replicas", "enabled", "budget"),
-    [(1, True, False), (2, True, True), (3, True, True), (3, False, False)],
+    [(0, True, False), (1, True, False), (2, True, True), (3, True, True), (3, False, False)],
 )
 def test_a_disruption_budget_only_with_several_replicas(
     helm: Path, replicas: int, enabled: bool, budget: bool
