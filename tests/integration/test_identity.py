@@ -86,6 +86,10 @@ def test_starts_without_a_passwd_entry(
         wait_for(ready, timeout_s=30, what="the operator to be ready")
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()  # never left running; the assertion below reports it
+            process.wait()
     assert process.returncode == 0, log.read_text()
     assert "uid not found" not in log.read_text()

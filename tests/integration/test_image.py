@@ -246,6 +246,8 @@ def running(
         # For the suite's last word on leaks and RBAC (test_zz_no_secret_leaks.py).
         (logs_dir / f"image-{rendering.name}-{name}.log").write_text(pod.logs())
         docker.run("rm", "--force", run.container, check=False)
+        # Only the tag: on a developer's own engine, leave no image under the shipped name.
+        docker.run("image", "rm", run.image, check=False)
 
 
 @pytest.fixture
@@ -546,7 +548,12 @@ def test_two_replicas_one_leads_and_the_other_takes_over(
                 # A 15 s Lease, renewed every 5 s: taken within the Lease and a renewal.
                 assert handover < 30, f"handover took {handover:.1f}s"
                 print(f"\nhandover after docker kill: {handover:.1f}s")
-                assert standby.probe(standby.run.readiness) == (200, "ok: leading")
+                # The Lease is written a moment before the new leader hears back.
+                wait_for(
+                    lambda: standby.probe(standby.run.readiness) == (200, "ok: leading"),
+                    timeout_s=10,
+                    what="the new leader to say so",
+                )
             cluster.apply(
                 provider_token(
                     name,
