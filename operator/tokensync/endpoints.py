@@ -23,7 +23,7 @@ import httpx
 from aiohttp.abc import ResolveResult
 from httpx_aiohttp import AiohttpTransport
 
-from tokensync import metrics
+from tokensync import connection_errors, metrics
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -252,18 +252,24 @@ class HttpClient:
             # that trickles its body a byte at a time cannot hold a worker for ever.
             async with asyncio.timeout(self.timeout_s):
                 response, body = await self._send(request)
-        except (httpx.TimeoutException, TimeoutError):
+        except (httpx.TimeoutException, TimeoutError) as error:
+            # The aiohttp transport reports every connection failure as a connect timeout;
+            # what really happened is its cause. No cause: our whole-answer deadline.
             metrics.provider_request(None)
-            raise TransportFailure("timed out") from None
+            cause = error.__cause__
+            if isinstance(cause, asyncio.CancelledError):  # how asyncio.timeout says "ours"
+                cause = None
+            raise TransportFailure(connection_errors.describe(cause)) from None
         except TransportFailure:
             metrics.provider_request(None)
             raise
         except Exception as error:
             # httpx errors, and aiohttp errors the transport does not map (a malformed
             # answer, an oversized header): their text may quote the URL with its query
-            # string, which carries Microshare's password. The type only, never the text.
+            # string, which carries Microshare's password. The kind only, never the text.
             metrics.provider_request(None)
-            raise TransportFailure(type(error).__name__) from None
+            cause = (error.__cause__ or error) if isinstance(error, httpx.TransportError) else error
+            raise TransportFailure(connection_errors.describe(cause)) from None
         metrics.provider_request(response.status_code)
         return HttpResponse(status=response.status_code, headers=response.headers, body=body)
 

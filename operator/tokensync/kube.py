@@ -21,6 +21,7 @@ import aiohttp
 from kubernetes import config as k8s_config
 from kubernetes.client import Configuration
 
+from tokensync import connection_errors
 from tokensync.priority import Lane, PriorityGate
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -66,25 +67,6 @@ def authorization(configuration: Configuration) -> str | None:
     by its hook (a rotated ServiceAccount token, an exec plugin's new token)."""
     value: str | None = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
     return value or None
-
-
-def unreachable_cause(error: BaseException) -> str:
-    """Why a request got no answer, in words an operator on call can act on.
-
-    Never the URL or the request: only the kind of failure and the OS's reason.
-    """
-    if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return "its TLS certificate is not trusted (check the CA: ca.crt or the kubeconfig)"
-    if isinstance(error, aiohttp.ClientSSLError):
-        return "the TLS handshake failed"
-    if isinstance(error, aiohttp.ClientConnectorDNSError):
-        return "its host name does not resolve"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        code = error.os_error.errno if error.os_error else None
-        return f"connection failed ({os.strerror(code) if code else 'no route'})"
-    if isinstance(error, TimeoutError | aiohttp.ServerTimeoutError):
-        return "no answer in time"
-    return type(error).__name__
 
 
 class KubeApi:
@@ -180,7 +162,7 @@ class KubeApi:
                 body = await response.read()
                 status_code = response.status
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise ApiError(0, "Unreachable", unreachable_cause(error)) from None
+            raise ApiError(0, "Unreachable", connection_errors.describe(error)) from None
         if status_code >= 400:
             try:
                 status = json.loads(body)
