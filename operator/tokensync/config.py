@@ -9,6 +9,16 @@ from dataclasses import dataclass, field
 from tokensync.endpoints import EndpointPolicy
 
 
+def default_identity() -> str:
+    """Unique per process: the pod name (the hostname in a pod) and a random suffix.
+
+    Given to kopf explicitly: left to itself, kopf names the operator after
+    ``getpass.getuser()``, which raises under a uid with no passwd entry (65532 in the
+    image) unless ``POD_ID`` is set.
+    """
+    return f"{socket.gethostname()}-{secrets.token_hex(4)}"
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
@@ -23,20 +33,10 @@ class OperatorConfig:
     digest_key_secret: str = "tokensync-digest-key"
     leader_election: bool = False
     # Who this process is, to kopf and in leader election alike; always set (see below).
-    identity: str = field(default_factory=lambda: default_identity())
+    identity: str = field(default_factory=default_identity)
     log_format: str = "text"
     log_level: str = "INFO"
 
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
-
-
-def default_identity() -> str:
-    """Unique per process: the pod name (the hostname in a pod) and a random suffix.
-
-    Given to kopf explicitly: left to itself, kopf names the operator after
-    ``getpass.getuser()``, which raises under a uid with no passwd entry (65532 in the
-    image) unless ``POD_ID`` is set.
-    """
-    return f"{socket.gethostname()}-{secrets.token_hex(4)}"

@@ -47,7 +47,7 @@ class Health:
 
     def set_leading(self, leading: bool) -> None:
         self.leading = leading
-        metrics.LEADING.set(1 if leading else 0)
+        self.publish()
 
     @property
     def ready(self) -> bool:

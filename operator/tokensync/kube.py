@@ -51,13 +51,11 @@ def load_configuration() -> Configuration:
     """KUBECONFIG when set (and then only it), else ~/.kube/config when present, else the
     in-cluster service account."""
     configuration = Configuration()
-    if os.environ.get("KUBECONFIG"):
-        # Named on purpose: a broken one is an error, not a reason to try something else.
-        k8s_config.load_kube_config(client_configuration=configuration)
-        return configuration
     try:
         k8s_config.load_kube_config(client_configuration=configuration)
     except (k8s_config.ConfigException, FileNotFoundError):
+        if os.environ.get("KUBECONFIG"):
+            raise  # named on purpose: broken is an error, not a reason to try another
         k8s_config.load_incluster_config(client_configuration=configuration)
     return configuration
 
@@ -93,10 +91,6 @@ class KubeApi:
         self._session: aiohttp.ClientSession | None = None
         self._auth: dict[str, str] = {}
         self._auth_fresh_until = 0.0
-
-    @classmethod
-    def from_environment(cls, *, in_flight: int = 32) -> KubeApi:
-        return cls(load_configuration(), in_flight=in_flight)
 
     @property
     def server(self) -> str:
