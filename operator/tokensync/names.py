@@ -25,6 +25,8 @@ EXPIRES_ANNOTATION = "tokensync.dev/expires-at"
 MINTED_ANNOTATION = "tokensync.dev/minted-at"
 PROVIDER_ANNOTATION = "tokensync.dev/provider"
 CREDENTIALS_DIGEST_ANNOTATION = "tokensync.dev/credentials-digest"
+# On the state Secret: the provider block its refresh token was issued for.
+SPEC_DIGEST_ANNOTATION = "tokensync.dev/provider-spec-digest"
 TOKEN_DIGEST_ANNOTATION = "tokensync.dev/token-digest"
 
 READY = "Ready"

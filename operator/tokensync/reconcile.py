@@ -30,13 +30,15 @@ from tokensync.model import (
     parse_provider_token,
 )
 from tokensync.providers import base as providers
-from tokensync.providers.base import MintError, MintRequest, Token
+from tokensync.providers.base import InvalidSpec, MintError, MintRequest, Token
 from tokensync.schedule import renewal_time, retry_delay
 from tokensync.secrets import (
     DigestKey,
+    StateQuestion,
     TargetState,
     credentials,
     provider_state,
+    state_question,
     state_secret,
     state_secret_name,
     target_secret,
@@ -120,11 +122,6 @@ class CredentialsUnreadable(MintError):
 
 class ProviderNotSupported(MintError):
     reason = "ProviderNotSupported"
-    permanent = True
-
-
-class InvalidSpec(MintError):
-    reason = "InvalidSpec"
     permanent = True
 
 
@@ -369,8 +366,14 @@ class Reconciler:
     ) -> datetime | StatusWrite | None:
         memory.attempted_digest = digest
         started = time.perf_counter()
+        question = state_question(view, digest, self._digest)
         state_body = await self._secrets.labelled(view.namespace, state_secret_name(view))
-        saved_state = provider_state(state_body, view)
+        saved = provider_state(state_body, view, question)
+        if saved.stale:
+            # Saved for other credentials, another endpoint or client: it must never be
+            # sent again, so it leaves the cluster before anything is sent.
+            await self._save_state(view, question, {})
+        saved_state = saved.values
         request = MintRequest(
             spec=view.provider_spec,
             credentials=creds,
@@ -409,7 +412,7 @@ class Reconciler:
         metrics.MINTS.labels(view.provider, "success", cause.value).inc()
         metrics.MINT_DURATION.labels(view.provider).observe(time.perf_counter() - started)
         if token.state is not None and token.state != saved_state:
-            await self._save_state(view, token.state)
+            await self._save_state(view, question, token.state)
         memory.held = token
         memory.pending = True
         return await self._write(
@@ -537,10 +540,13 @@ class Reconciler:
             self._secrets.forget(view.namespace, name)
             return await self._kube.create_secret(view.namespace, desired)
 
-    async def _save_state(self, view: ProviderTokenView, state: Mapping[str, str]) -> None:
-        """Keep the provider's state (a refresh token) for the next mint, restarts included."""
+    async def _save_state(
+        self, view: ProviderTokenView, question: StateQuestion, state: Mapping[str, str]
+    ) -> None:
+        """Keep the provider's state (a refresh token) for the next mint, restarts included,
+        marked with the question it answers."""
         try:
-            written = await self._write_secret(view, state_secret(view, state))
+            written = await self._write_secret(view, state_secret(view, question, state))
         except (ApiError, TargetConflict) as error:
             # Not fatal: the next mint falls back to the provider's first grant.
             logger.warning(

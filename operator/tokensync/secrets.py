@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -140,14 +140,73 @@ def state_secret_name(view: ProviderTokenView) -> str:
     return f"{view.name[: 253 - len(_STATE_SUFFIX) - 17]}-{short}{_STATE_SUFFIX}"
 
 
-def provider_state(secret: Mapping[str, Any] | None, view: ProviderTokenView) -> dict[str, str]:
-    """The state saved for this ProviderToken; empty unless it is really ours."""
+@dataclass(frozen=True)
+class StateQuestion:
+    """What a provider's saved state answers: this provider, spec block and credentials.
+
+    A refresh token belongs to the session the credentials opened at that endpoint, for
+    that client. Sent after any of these changed, it would keep the old identity alive
+    (or reach an endpoint it was never meant for), so state is only ever used for exactly
+    the question that produced it. Digests only: the state Secret says what it belongs
+    to without holding another copy of the credentials.
+    """
+
+    provider: str
+    spec_digest: str
+    credentials_digest: str
+
+
+def state_question(
+    view: ProviderTokenView, credentials_digest: str, digest: DigestKey
+) -> StateQuestion:
+    # The whole provider block: the endpoint (tokenUrl, issuerUrl), the client and every
+    # field that shapes the grant. A field that would not have mattered costs one first
+    # grant when it changes, never a refresh token sent where it does not belong.
+    spec = json.dumps(dict(view.provider_spec), sort_keys=True, separators=(",", ":"))
+    return StateQuestion(
+        provider=view.provider,
+        spec_digest=digest.of_text(f"{view.provider}\n{spec}"),
+        credentials_digest=credentials_digest,
+    )
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """The provider state saved for this ProviderToken, if it answers today's question.
+
+    ``stale``: a state Secret of ours holds state for another question (or from before
+    states were tied to one): it must be emptied, not merely ignored.
+    """
+
+    values: Mapping[str, str] = field(repr=False)
+    stale: bool
+
+
+def provider_state(
+    secret: Mapping[str, Any] | None, view: ProviderTokenView, question: StateQuestion
+) -> SavedState:
     if secret is None or controller_uid(secret) != view.uid:
-        return {}
-    return decode_secret_data(secret)
+        return SavedState(values={}, stale=False)
+    values = decode_secret_data(secret)
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    belongs = (
+        annotations.get(names.PROVIDER_ANNOTATION) == question.provider
+        and _same(annotations.get(names.SPEC_DIGEST_ANNOTATION), question.spec_digest)
+        and _same(annotations.get(names.CREDENTIALS_DIGEST_ANNOTATION), question.credentials_digest)
+    )
+    if belongs:
+        return SavedState(values=values, stale=False)
+    return SavedState(values={}, stale=bool(values))
 
 
-def state_secret(view: ProviderTokenView, state: Mapping[str, str]) -> dict[str, Any]:
+def _same(recorded: str | None, expected: str) -> bool:
+    return recorded is not None and hmac.compare_digest(recorded, expected)
+
+
+def state_secret(
+    view: ProviderTokenView, question: StateQuestion, state: Mapping[str, str]
+) -> dict[str, Any]:
+    """The state Secret for ``question``; empty ``state`` discards what was saved."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -156,6 +215,11 @@ def state_secret(view: ProviderTokenView, state: Mapping[str, str]) -> dict[str,
             "name": state_secret_name(view),
             "namespace": view.namespace,
             "labels": _labels(view, names.ROLE_STATE),
+            "annotations": {
+                names.PROVIDER_ANNOTATION: question.provider,
+                names.SPEC_DIGEST_ANNOTATION: question.spec_digest,
+                names.CREDENTIALS_DIGEST_ANNOTATION: question.credentials_digest,
+            },
             "ownerReferences": _owner_references(view),
         },
         "data": {k: base64.b64encode(v.encode()).decode("ascii") for k, v in state.items()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -10,6 +11,10 @@ from typing import Any
 from fakes.base import FakeProvider, Request, Response
 
 REALM_TOKEN_PATH = "/realms/biotz-platform/protocol/openid-connect/token"
+# Every realm answers, so a test can move a ProviderToken to another endpoint and see what
+# the operator sends there. Sessions are shared across realms here (Keycloak's are not):
+# the fake records what was sent; refusing it is the operator's job.
+_ANY_REALM_TOKEN_PATH = re.compile(r"/realms/[^/]+/protocol/openid-connect/token")
 CLIENTS = {"biotz-platform-devices", "biotz-platform-programmatic-users"}
 
 
@@ -65,8 +70,11 @@ class FakeKeycloak(FakeProvider):
                 if session.user == username:
                     session.active = False
 
+    def realm_token_url(self, realm: str) -> str:
+        return f"{self.base_url}/realms/{realm}/protocol/openid-connect/token"
+
     def answer(self, request: Request) -> Response:
-        if request.path != REALM_TOKEN_PATH:
+        if not _ANY_REALM_TOKEN_PATH.fullmatch(request.path):
             return Response(404, {"error": "Unable to find matching target resource method"})
         if request.method != "POST":
             return Response(405, {"error": "RESTEASY003650: No resource method found"})
@@ -85,21 +93,22 @@ class FakeKeycloak(FakeProvider):
             return Response(
                 401, {"error": "invalid_client", "error_description": "Invalid client credentials"}
             )
+        issuer = self.base_url + request.path.removesuffix("/protocol/openid-connect/token")
         if grant == "password":
-            return self._password(form)
+            return self._password(form, issuer)
         if grant == "refresh_token":
-            return self._refresh(form)
+            return self._refresh(form, issuer)
         return Response(
             400, {"error": "unsupported_grant_type", "error_description": "Unsupported grant_type"}
         )
 
-    def _password(self, form: dict[str, str]) -> Response:
+    def _password(self, form: dict[str, str], issuer: str) -> Response:
         username = form.get("username", "")
         with self.lock:
             user = self.state.users.get(username)
         if user is None or user.locked or user.password != form.get("password"):
             return Response(
-                401, {"error": "invalid_grant", "error_description": "Invalid user credentials"}
+                400, {"error": "invalid_grant", "error_description": "Invalid user credentials"}
             )
         if not user.enabled:
             return Response(
@@ -110,9 +119,9 @@ class FakeKeycloak(FakeProvider):
                 400, {"error": "invalid_grant", "error_description": "Account is not fully set up"}
             )
         session_id = str(uuid.uuid4())
-        return self._tokens(username, session_id, "password", form.get("scope", ""))
+        return self._tokens(username, session_id, "password", form, issuer)
 
-    def _refresh(self, form: dict[str, str]) -> Response:
+    def _refresh(self, form: dict[str, str], issuer: str) -> Response:
         presented = form.get("refresh_token", "")
         with self.lock:
             session_id, session = next(
@@ -138,10 +147,15 @@ class FakeKeycloak(FakeProvider):
             if self.rotate_refresh_tokens and presented != session.current_refresh:
                 return Response(400, {"error": "invalid_grant", "error_description": "Stale token"})
             username = session.user
-        return self._tokens(username, session_id, "refresh_token", "openid")
+        return self._tokens(
+            username, session_id, "refresh_token", {**form, "scope": "openid"}, issuer
+        )
 
-    def _tokens(self, username: str, session_id: str, grant: str, scope: str) -> Response:
-        claims = {"sub": username, "sid": session_id, "azp": "biotz-platform-devices"}
+    def _tokens(
+        self, username: str, session_id: str, grant: str, form: dict[str, str], issuer: str
+    ) -> Response:
+        scope = form.get("scope", "")
+        claims = {"sub": username, "sid": session_id, "azp": form["client_id"], "iss": issuer}
         access = self.issue(
             username, lifetime_s=self.access_lifetime, grant=grant, jwt_claims=claims
         )

@@ -103,6 +103,13 @@ class InvalidRequest(MintError):
     permanent = True
 
 
+class InvalidSpec(MintError):
+    """The spec asks for something that cannot work; no request is sent for it."""
+
+    reason = "InvalidSpec"
+    permanent = True
+
+
 class EndpointNotAllowed(MintError):
     """The endpoint's host or scheme is not permitted by the operator's configuration."""
 
