@@ -224,7 +224,8 @@ class FakeOAuth2Server(FakeProvider):
                 self.refresh_tokens[refresh.value] = (client_id, refresh.expires_at or 0.0)
             payload["refresh_token"] = refresh.value
             payload["refresh_expires_in"] = client.refresh_expires_in
-        if client.id_token:
+        # OpenID Connect: an id_token only for the openid scope (Keycloak, Entra ID, Okta).
+        if client.id_token and "openid" in form.get("scope", "").split():
             payload["id_token"] = self.issue(
                 client_id,
                 lifetime_s=client.expires_in,

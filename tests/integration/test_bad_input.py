@@ -79,6 +79,7 @@ OPTIONS = {
         "grantType": ["client_credentials", "password", "token_exchange"],
         "clientAuth": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "tokenField": ["access_token", "id_token"],
+        "scope": ["openid", "read"],
     },
 }
 ENDPOINTS_REFUSED = [

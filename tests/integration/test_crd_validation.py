@@ -81,6 +81,32 @@ REFUSED = [
         'unknown field "spec.target.namespace"',
     ),
     ("a Secret name that is not a name", {"target": {"name": "Bad_Name"}}, "spec.target.name"),
+    (
+        "an id_token without the openid scope",
+        {
+            "provider": {
+                "oauth2": {
+                    "tokenUrl": "https://idp.example.com/token",
+                    "tokenField": "id_token",
+                    "scope": "openidish profile",
+                }
+            }
+        },
+        "tokenField id_token needs openid in scope",
+    ),
+    (
+        "an id_token with openid only in another parameter",
+        {
+            "provider": {
+                "oauth2": {
+                    "tokenUrl": "https://idp.example.com/token",
+                    "tokenField": "id_token",
+                    "extraParams": {"audience": "openid"},
+                }
+            }
+        },
+        "tokenField id_token needs openid in scope",
+    ),
 ]
 
 
@@ -95,6 +121,35 @@ def test_bad_provider_tokens_are_refused_with_a_clear_message(
     output = cluster.apply_refused(manifest)
     assert message in output, output
     assert cluster.token(namespace, "candidate") is None
+
+
+@pytest.mark.parametrize(
+    "oauth2",
+    [
+        {"scope": "profile openid"},
+        {"scope": "openid"},
+        {"extraParams": {"scope": "openid email"}},
+    ],
+    ids=["scope", "only openid", "extraParams scope"],
+)
+def test_an_id_token_with_the_openid_scope_is_accepted(
+    cluster: Cluster, namespace: str, oauth2: dict[str, Any]
+) -> None:
+    manifest = variant(
+        {
+            "provider": {
+                "oauth2": {
+                    "tokenUrl": "https://idp.example.com/token",
+                    "tokenField": "id_token",
+                    **oauth2,
+                }
+            }
+        }
+    )
+    manifest["metadata"]["namespace"] = namespace
+    cluster.apply(manifest)
+    assert cluster.token(namespace, "candidate") is not None
+    cluster.delete_token(namespace, "candidate")
 
 
 def test_a_good_provider_token_is_accepted_with_defaults(cluster: Cluster, namespace: str) -> None:

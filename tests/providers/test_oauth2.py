@@ -117,15 +117,40 @@ async def test_private_key_jwt(idp: FakeOAuth2Server, http_for: HttpFactory, kin
     assert len(idp.issued_to("signer")) == 2
 
 
+@pytest.mark.parametrize(
+    "asked",
+    [{"scope": "openid profile"}, {"extraParams": {"scope": "openid"}}],
+    ids=["scope", "extraParams scope"],
+)
 async def test_public_client_and_id_token_field(
-    idp: FakeOAuth2Server, http_for: HttpFactory
+    idp: FakeOAuth2Server, http_for: HttpFactory, asked: dict[str, object]
 ) -> None:
     idp.add_client("public", auth_method="none", id_token=True)
-    spec = {"tokenUrl": idp.token_url, "clientAuth": "none", "tokenField": "id_token"}
+    spec = {"tokenUrl": idp.token_url, "clientAuth": "none", "tokenField": "id_token", **asked}
     token = await OAUTH2.mint(mint_request(http_for(idp.host), spec, {"clientId": "public"}))
     assert idp.requests[-1].form["client_id"] == "public"
+    assert "openid" in idp.requests[-1].form["scope"].split()
     assert "authorization" not in idp.requests[-1].headers
     assert jwt.decode(token.value, options={"verify_signature": False})["aud"] == "public"
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [{}, {"scope": "profile"}, {"scope": "openid_x"}, {"extraParams": {"audience": "openid"}}],
+    ids=["no scope", "another scope", "a longer word", "openid elsewhere"],
+)
+async def test_an_id_token_without_the_openid_scope_is_refused_before_any_request(
+    idp: FakeOAuth2Server, http_for: HttpFactory, asked: dict[str, object]
+) -> None:
+    """Without openid no OIDC provider issues an id_token: each attempt would open a
+    session there and fail on the answer. Refused once, as a spec problem, sending nothing."""
+    idp.add_client("public", auth_method="none", id_token=True)
+    spec = {"tokenUrl": idp.token_url, "clientAuth": "none", "tokenField": "id_token", **asked}
+    with pytest.raises(base.InvalidSpec) as refused:
+        await OAUTH2.mint(mint_request(http_for(idp.host), spec, {"clientId": "public"}))
+    assert refused.value.permanent
+    assert "openid" in refused.value.message
+    assert idp.requests == []
 
 
 async def test_discovery_is_used_and_cached(idp: FakeOAuth2Server, http_for: HttpFactory) -> None:

@@ -25,6 +25,7 @@ from tokensync.providers.base import (
     CredentialsIncomplete,
     InvalidCredentials,
     InvalidResponse,
+    InvalidSpec,
     MintRequest,
     Token,
     register,
@@ -67,6 +68,12 @@ def client_assertion(
     }
     headers = {"kid": key_id} if key_id else None
     return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+
+
+def asks_for_openid(spec: Mapping[str, Any]) -> bool:
+    # scope wins over extraParams.scope (extraParams never override a named field).
+    scope = spec.get("scope") or (spec.get("extraParams") or {}).get("scope") or ""
+    return "openid" in str(scope).split()
 
 
 class OAuth2:
@@ -164,6 +171,13 @@ class OAuth2:
 
     async def mint(self, request: MintRequest) -> Token:
         spec, credentials = request.spec, request.credentials
+        if spec.get("tokenField") == "id_token" and not asks_for_openid(spec):
+            # OIDC issues an id_token only for the openid scope: every attempt would open
+            # a session at the provider and fail on the answer, for ever (issue 14, item 3).
+            raise InvalidSpec(
+                "tokenField id_token needs openid in spec.provider.oauth2.scope: "
+                "without it the provider issues no id_token"
+            )
         endpoint = await self.token_endpoint(spec, request.http)
         refresh = common.usable_refresh_token(request.state, request.now)
         if refresh is not None:
