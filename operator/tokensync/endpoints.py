@@ -9,12 +9,14 @@ allowlist the cluster admin gave the operator, and plain http only with an expli
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import json
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -154,11 +156,49 @@ class GuardedResolver(aiohttp.abc.AbstractResolver):
         results = await self._resolver.resolve(host, port, family)
         for result in results:
             if not self._policy.address_allowed(result["host"]):
-                raise OSError(f"refused address for {host}")
+                raise connection_errors.RefusedAddress("refused address")
         return results
 
     async def close(self) -> None:
         await self._resolver.close()
+
+
+class _Stage:
+    """How far one request got: which wait ran out when the whole-answer deadline hit."""
+
+    def __init__(self, failure: str) -> None:
+        self.failure = failure
+
+    def reached(self, failure: str) -> None:
+        self.failure = failure
+
+
+# The request in progress in this task: aiohttp's trace callbacks run in the task that
+# sends, and the shared session gives them no per-request handle httpx could fill.
+_STAGE: contextvars.ContextVar[_Stage | None] = contextvars.ContextVar("stage", default=None)
+
+
+def _progress_tracing(max_connections: int) -> aiohttp.TraceConfig:
+    queued = f"no free connection in time (all {max_connections} provider connections busy)"
+
+    def on(
+        failure: str,
+    ) -> Callable[[aiohttp.ClientSession, SimpleNamespace, Any], Awaitable[None]]:
+        async def mark(
+            _session: aiohttp.ClientSession, _context: SimpleNamespace, _params: Any
+        ) -> None:
+            stage = _STAGE.get()
+            if stage is not None:
+                stage.reached(failure)
+
+        return mark
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_queued_start.append(on(queued))
+    trace.on_connection_queued_end.append(on(connection_errors.CONNECT_TIMED_OUT))
+    trace.on_connection_create_end.append(on(connection_errors.READ_TIMED_OUT))
+    trace.on_connection_reuseconn.append(on(connection_errors.READ_TIMED_OUT))
+    return trace
 
 
 _UNSENDABLE = "a header value holds characters HTTP does not allow (non-ASCII or control)"
@@ -183,6 +223,12 @@ class HttpClient:
     ) -> None:
         self.policy = policy
         self.timeout_s = timeout_s
+        # A host that drops SYNs (a firewall, a dead address) must read as "no connection",
+        # not as a slow provider, so the connect bound (TCP and TLS handshakes) has to run
+        # out before the whole-answer deadline: half of it. At the default 10 s that is 5 s,
+        # enough for Linux's SYN retransmits at 1 s and 3 s, and it leaves the provider at
+        # least the other half to answer.
+        self.connect_timeout_s = timeout_s / 2
         self.max_response_bytes = max_response_bytes
         context = ssl.create_default_context()
         if ca_file:
@@ -192,13 +238,17 @@ class HttpClient:
             connector = aiohttp.TCPConnector(
                 ssl=context, limit=max_connections, resolver=GuardedResolver(policy)
             )
-            return aiohttp.ClientSession(connector=connector)
+            return aiohttp.ClientSession(
+                connector=connector, trace_configs=[_progress_tracing(max_connections)]
+            )
 
         self._client = httpx.AsyncClient(
             # httpx's API, aiohttp's wire: httpcore's own pool cost 5x more CPU per request
             # (docs/decisions/0004-scale.md).
             transport=AiohttpTransport(verify=context, trust_env=False, client=session),
-            timeout=httpx.Timeout(timeout_s),
+            # Read and pool bounds equal to the deadline: it fires first, and _Stage says
+            # which wait it cut short.
+            timeout=httpx.Timeout(timeout_s, connect=self.connect_timeout_s),
             follow_redirects=False,
             headers={"User-Agent": "tokensync"},
             trust_env=False,
@@ -207,7 +257,7 @@ class HttpClient:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def _check_addresses(self, url: str) -> None:
+    async def _check_addresses(self, url: str, deadline: float) -> None:
         """Refuse private, loopback and link-local targets before anything is sent."""
         parsed = httpx.URL(url)
         host = parsed.host
@@ -216,12 +266,19 @@ class HttpClient:
             return
         port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 443)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except OSError:
+            # Within the request's deadline: a resolver that never answers would otherwise
+            # hold the worker for glibc's own retries (5 s per try and server).
+            async with asyncio.timeout_at(deadline):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM
+                )
+        except TimeoutError:
             metrics.provider_request(None)
-            raise TransportFailure("name resolution failed") from None
+            raise TransportFailure(connection_errors.RESOLVED_TOO_LATE) from None
+        except OSError as error:
+            # The resolver's reason only (a gaierror's fixed text): never the host.
+            metrics.provider_request(None)
+            raise TransportFailure(connection_errors.describe(error)) from None
         for info in infos:
             self.policy.refuse_address(host, str(info[4][0]))
 
@@ -237,7 +294,9 @@ class HttpClient:
         json_body: Any = None,
     ) -> HttpResponse:
         self.policy.check(url, official=official)
-        await self._check_addresses(url)
+        # One deadline for everything from here: resolving, connecting, the whole answer.
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        await self._check_addresses(url, deadline)
         if headers and not all(_header_safe(value) for value in headers.values()):
             raise UnsendableRequest(_UNSENDABLE)
         try:
@@ -247,19 +306,22 @@ class HttpClient:
         except (UnicodeEncodeError, ValueError):
             # Never the error's text: it quotes the offending value, a credential.
             raise UnsendableRequest(_UNSENDABLE) from None
+        stage = _Stage(connection_errors.CONNECT_TIMED_OUT)
+        reset = _STAGE.set(stage)
+        whole = asyncio.timeout_at(deadline)
         try:
-            # httpx's timeout bounds each read; this bounds the whole answer, so a provider
-            # that trickles its body a byte at a time cannot hold a worker for ever.
-            async with asyncio.timeout(self.timeout_s):
-                response, body = await self._send(request)
+            # httpx's timeout bounds the connect and each read; this bounds the whole
+            # answer, so a provider that trickles its body a byte at a time cannot hold a
+            # worker for ever.
+            async with whole:
+                response, body = await self._send(request, stage)
         except (httpx.TimeoutException, TimeoutError) as error:
             # The aiohttp transport reports every connection failure as a connect timeout;
-            # what really happened is its cause. No cause: our whole-answer deadline.
+            # what really happened is its cause. Our own deadline: the wait it cut short.
             metrics.provider_request(None)
-            cause = error.__cause__
-            if isinstance(cause, asyncio.CancelledError):  # how asyncio.timeout says "ours"
-                cause = None
-            raise TransportFailure(connection_errors.describe(cause)) from None
+            if whole.expired():
+                raise TransportFailure(stage.failure) from None
+            raise TransportFailure(connection_errors.describe(error.__cause__)) from None
         except TransportFailure:
             metrics.provider_request(None)
             raise
@@ -270,11 +332,14 @@ class HttpClient:
             metrics.provider_request(None)
             cause = (error.__cause__ or error) if isinstance(error, httpx.TransportError) else error
             raise TransportFailure(connection_errors.describe(cause)) from None
+        finally:
+            _STAGE.reset(reset)
         metrics.provider_request(response.status_code)
         return HttpResponse(status=response.status_code, headers=response.headers, body=body)
 
-    async def _send(self, request: httpx.Request) -> tuple[httpx.Response, bytes]:
+    async def _send(self, request: httpx.Request, stage: _Stage) -> tuple[httpx.Response, bytes]:
         response = await self._client.send(request, stream=True)
+        stage.reached(connection_errors.BODY_TIMED_OUT)
         try:
             body = bytearray()
             async for chunk in response.aiter_bytes():

@@ -3,15 +3,28 @@
 The aiohttp transport reports every connection failure as a connect timeout; an on-call
 reader sent to look for a slow provider when the port is closed or the certificate is
 not trusted looks in the wrong place (issue 14, item 2). Each message is transient
-(ProviderUnavailable), names no URL and carries nothing that was sent.
+(ProviderUnavailable), names no URL, host or address and carries nothing that was sent.
+
+| message (after "token endpoint unreachable: ")                   | test                 |
+|------------------------------------------------------------------|----------------------|
+| its host name does not resolve (<resolver's reason>)             | ..._does_not_resolve |
+| connection failed (Connection refused)                           | ..._closed_port_...  |
+| its TLS certificate is not trusted (check the CA bundle)         | ..._untrusted_...    |
+| no connection in time (connect timed out)                        | ..._handshake_...    |
+| no answer in time (read timed out)                               | ..._never_answers_.. |
+| no complete answer in time (timed out reading the body)          | ..._trickles_...     |
+| no free connection in time (all N provider connections busy)     | ..._pool_is_full_... |
+| the server closed the connection without answering               | ..._hangs_up_...     |
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +38,7 @@ SECRET = "s3cret-value"
 
 
 async def mint(http_for: HttpFactory, url: str, host: str, **options: float | str) -> str:
+    # ProviderUnavailable is the transient failure: the mint is retried with backoff.
     with pytest.raises(base.ProviderUnavailable) as failure:
         await OAUTH2.mint(
             mint_request(
@@ -34,7 +48,9 @@ async def mint(http_for: HttpFactory, url: str, host: str, **options: float | st
             )
         )
     message = str(failure.value)
-    assert url not in message and SECRET not in message and "127.0.0.1" not in message
+    assert not failure.value.permanent
+    named = host.rsplit(":", 1)[0]
+    assert url not in message and SECRET not in message and named not in message
     return message
 
 
@@ -43,6 +59,22 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+async def test_a_name_that_does_not_resolve_says_so(http_for: HttpFactory) -> None:
+    """A real lookup of a name under .invalid (RFC 6761: never resolves, and resolvers
+    answer so at once, without asking the internet)."""
+    host = "token-endpoint.tokensync.invalid"
+    try:
+        socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        reason = error.strerror
+    else:
+        pytest.fail(f"{host} resolved here; .invalid names must not")
+    started = time.monotonic()
+    message = await mint(http_for, f"http://{host}/token?password={SECRET}", host)
+    assert message == f"token endpoint unreachable: its host name does not resolve ({reason})"
+    assert time.monotonic() - started < 5
 
 
 async def test_a_closed_port_is_a_refused_connection(http_for: HttpFactory) -> None:
@@ -96,20 +128,132 @@ async def test_an_untrusted_certificate_says_so(
     assert token.value == "t"
 
 
-async def test_a_server_that_never_answers_timed_out(http_for: HttpFactory) -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(65536)
-        await asyncio.sleep(30)  # holds the connection; the client gives up first
+@pytest.fixture
+def unanswered_syn() -> Iterator[int]:
+    """A port whose handshake never completes: a listener with backlog 0 (Linux queues
+    one connection) whose one queued connection is never accepted; the kernel drops
+    every further SYN, so the next connect hangs as at a firewall that drops packets."""
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        queued.connect(("127.0.0.1", port))
+        with socket.socket() as probe:
+            probe.settimeout(0.3)
+            with pytest.raises(TimeoutError):  # the premise, checked here
+                probe.connect(("127.0.0.1", port))
+        yield port
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+
+async def test_a_handshake_that_never_completes_is_a_connect_timeout(
+    http_for: HttpFactory, unanswered_syn: int
+) -> None:
+    port = unanswered_syn
+    http_timeout_s = 2.0
+    started = time.monotonic()
+    message = await mint(
+        http_for,
+        f"http://127.0.0.1:{port}/token",
+        f"127.0.0.1:{port}",
+        timeout_s=http_timeout_s,
+    )
+    assert message == "token endpoint unreachable: no connection in time (connect timed out)"
+    # The connect bound (half the provider timeout) ran out, not the whole-answer deadline.
+    assert time.monotonic() - started < http_timeout_s * 0.9
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Event], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[int]:
+    """A loopback server whose handlers are told to stop, and awaited, when the test is
+    done: a handler still running when the loop closes leaks its socket."""
+    stop = asyncio.Event()
+    handlers: list[asyncio.Task[None]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer, stop)
+        except ConnectionError:
+            pass  # the client gave up: what these servers are for
+        finally:
+            writer.close()
+
+    def track(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.create_task(handle(reader, writer)))
+
+    server = await asyncio.start_server(track, "127.0.0.1", 0)
     try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        stop.set()
+        await asyncio.gather(*handlers)
+
+
+async def test_a_server_that_never_answers_timed_out(http_for: HttpFactory) -> None:
+    async def silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
+    ) -> None:
+        await reader.read(65536)
+        await stop.wait()  # holds the connection; the client gives up first
+
+    async with serving(silent) as port:
         message = await mint(
             http_for, f"http://127.0.0.1:{port}/token", f"127.0.0.1:{port}", timeout_s=0.5
         )
-    finally:
-        server.close()
-    assert message.startswith("token endpoint unreachable: no answer in time")
+    assert message == "token endpoint unreachable: no answer in time (read timed out)"
+
+
+async def test_a_body_that_trickles_past_the_deadline_timed_out(http_for: HttpFactory) -> None:
+    async def trickle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
+    ) -> None:
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        while not stop.is_set():  # a byte well within the read bound, never the whole
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async with serving(trickle) as port:
+        message = await mint(
+            http_for, f"http://127.0.0.1:{port}/token", f"127.0.0.1:{port}", timeout_s=0.5
+        )
+    assert message == (
+        "token endpoint unreachable: no complete answer in time (timed out reading the body)"
+    )
+
+
+async def test_a_request_waiting_while_the_pool_is_full_says_so(http_for: HttpFactory) -> None:
+    """The operator's own connection limit, not the provider: a different fix (raise
+    the limit, find the slow provider holding the connections)."""
+    held = asyncio.Event()
+
+    async def silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
+    ) -> None:
+        held.set()
+        await stop.wait()
+
+    async with serving(silent) as port:
+        host = f"127.0.0.1:{port}"
+        http = http_for(host, timeout_s=0.5, max_connections=1)
+        # The only connection, held by a request this client's deadline does not bound.
+        holder = asyncio.create_task(
+            http._client.send(
+                http._client.build_request("GET", f"http://{host}/", timeout=30), stream=True
+            )
+        )
+        await held.wait()
+        message = await mint(lambda *_: http, f"http://{host}/token", host)
+        holder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await holder
+    assert message == (
+        "token endpoint unreachable: no free connection in time (all 1 provider connections busy)"
+    )
 
 
 async def test_a_server_that_hangs_up_says_so(http_for: HttpFactory) -> None:

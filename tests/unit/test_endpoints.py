@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import pytest
 
-from tokensync.endpoints import EndpointPolicy, EndpointRefused, normalise_hosts
+from tokensync import connection_errors
+from tokensync.endpoints import (
+    EndpointPolicy,
+    EndpointRefused,
+    GuardedResolver,
+    HttpClient,
+    TransportFailure,
+    normalise_hosts,
+)
 
 
 def test_official_https_endpoints_need_no_allowlist() -> None:
@@ -80,3 +92,65 @@ def test_an_ip_written_in_the_allowlist_is_permitted_and_only_that_one() -> None
     assert not policy.address_allowed("169.254.169.254")
     with pytest.raises(EndpointRefused, match="--allow-private-networks"):
         policy.refuse_address("metadata.internal", "169.254.169.254")
+
+
+async def test_the_allowlist_is_checked_before_any_name_is_looked_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def no_lookup(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a name outside the allowlist was looked up")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_lookup)
+    http = HttpClient(EndpointPolicy())
+    try:
+        with pytest.raises(EndpointRefused, match="--allowed-hosts"):
+            await http.request("POST", "https://idp.tokensync.invalid/token", official=False)
+    finally:
+        await http.close()
+
+
+async def test_a_resolver_that_never_answers_is_bounded_by_the_provider_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No real resolver can be made to hang here without changing the machine's DNS."""
+
+    async def silent(*_args: Any, **_kwargs: Any) -> Any:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", silent)
+    policy = EndpointPolicy(allowed_hosts=normalise_hosts(["idp.example.com"]))
+    http = HttpClient(policy, timeout_s=0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransportFailure) as failure:
+            await http.request("POST", "https://idp.example.com/token", official=False)
+    finally:
+        await http.close()
+    assert str(failure.value) == "its host name did not resolve in time"
+    assert time.monotonic() - started < 2
+
+
+async def test_a_name_that_turns_private_after_the_check_is_refused_at_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the check before sending passed, the connect-time answer is loopback."""
+    refuser = GuardedResolver(EndpointPolicy())
+    with pytest.raises(connection_errors.RefusedAddress) as refused:
+        await refuser.resolve("localhost", 80)
+    assert "localhost" not in str(refused.value)
+    await refuser.close()
+
+    http = HttpClient(EndpointPolicy(allowed_hosts=normalise_hosts(["localhost"])))
+
+    async def passed(*_args: Any) -> None:  # the answer the first check saw was public
+        return None
+
+    monkeypatch.setattr(http, "_check_addresses", passed)
+    try:
+        with pytest.raises(TransportFailure) as failure:
+            await http.request("POST", "https://localhost/token", official=False)
+    finally:
+        await http.close()
+    assert str(failure.value) == (
+        "its host name now resolves to a refused (private or loopback) address"
+    )
