@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +14,15 @@ from fakes.keycloak import FakeKeycloak
 from fakes.microshare import FakeMicroshare
 from fakes.oauth2_server import FakeOAuth2Server
 from fakes.podero import FakePodero
+from support.keycloak import BackgroundKeycloak, KeycloakPlan, KeycloakServer
+from support.keycloak import plan as plan_keycloak
 from support.objects import Cluster
 from support.operator import OperatorProcess
 from support.providers import Fakes
 from tokensync.devcluster.cluster import ControlPlane, free_port
+
+KEYCLOAK_TESTS = "test_keycloak.py"
+_KEYCLOAK_REPORT = pytest.StashKey[dict[str, object]]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,12 +71,77 @@ def oauth2_server(fakes: Fakes) -> FakeOAuth2Server:
 
 
 @pytest.fixture(scope="session")
+def keycloak_plan(tmp_path_factory: pytest.TempPathFactory) -> KeycloakPlan:
+    """Keycloak's ports and CA, made whether or not Keycloak runs: the operator needs them."""
+    return plan_keycloak(tmp_path_factory.mktemp("keycloak"))
+
+
+@pytest.fixture(scope="session")
+def keycloak_launch(keycloak_plan: KeycloakPlan) -> Iterator[BackgroundKeycloak]:
+    background = BackgroundKeycloak(keycloak_plan).start()
+    try:
+        yield background
+    finally:
+        background.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _keycloak_head_start(request: pytest.FixtureRequest) -> None:
+    """Keycloak boots in the background from the first integration test on, if any of its
+    tests will run: its ten-odd seconds of start-up then overlap the tests before it."""
+    if any(Path(item.path).name == KEYCLOAK_TESTS for item in request.session.items):
+        request.getfixturevalue("keycloak_launch")
+
+
+@pytest.fixture(scope="session")
+def keycloak_report(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Start-up times and per-flow event counts, printed at the end of the run."""
+    report: dict[str, object] = {}
+    request.config.stash[_KEYCLOAK_REPORT] = report
+    return report
+
+
+@pytest.fixture(scope="session")
+def keycloak(
+    keycloak_launch: BackgroundKeycloak, keycloak_report: dict[str, object]
+) -> KeycloakServer:
+    waited = time.monotonic()
+    server = keycloak_launch.result()
+    times = keycloak_launch.times
+    keycloak_report["startup"] = {
+        "cold": times.cold,
+        "fetch_and_build_s": round(times.prepare_s, 1),
+        "boot_s": round(times.boot_s, 1),
+        "waited_by_tests_s": round(time.monotonic() - waited, 1),
+    }
+    return server
+
+
+@pytest.fixture(scope="session")
+def keycloak_secrets() -> set[str]:
+    """Every password, client secret, key and token the Keycloak tests saw: for the leak scan."""
+    return set()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    report = config.stash.get(_KEYCLOAK_REPORT, None)
+    if report:
+        terminalreporter.write_sep("-", "Keycloak")
+        for key, value in report.items():
+            terminalreporter.write_line(f"{key}: {json.dumps(value)}")
+
+
+@pytest.fixture(scope="session")
 def operator(
     operator_kubeconfig_path: Path,
     operator_logs_dir: Path,
     fakes: Fakes,
+    keycloak_plan: KeycloakPlan,
 ) -> Iterator[OperatorProcess]:
-    """`tokensync run` as its ServiceAccount (deploy/rbac), allowed to reach the fakes.
+    """`tokensync run` as its ServiceAccount (deploy/rbac), allowed to reach the fakes and
+    the real Keycloak (which need not be running: the operator only needs its address).
 
     One for the whole run; a test that kills it starts it again.
     """
@@ -80,8 +152,10 @@ def operator(
         log,
         [
             "--allowed-hosts",
-            ",".join(fake.host for fake in fakes.all()),
+            ",".join([*(fake.host for fake in fakes.all()), *keycloak_plan.hosts]),
             "--allow-insecure-http",
+            "--ca-file",
+            str(keycloak_plan.ca_cert),
             # Short, so that the fault tests' slow provider costs seconds, not tens.
             "--provider-timeout",
             "3",
