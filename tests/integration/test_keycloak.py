@@ -328,6 +328,8 @@ def test_biotz_password_change_is_reported_then_healed_by_new_credentials(
     space.renew()
     failed = space.cluster.wait_ready(space.name, NAME, status="False")
     assert failed["reason"] == "InvalidCredentials", failed
+    # What docs/providers.md says Keycloak 26 answers to a wrong password (not 401).
+    assert "Keycloak answered 400 invalid_grant" in failed["message"], failed
     assert space.token() == first  # the last good token stays until it expires
 
     healed = now_ms()
