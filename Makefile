@@ -6,21 +6,23 @@ BIN := $(VENV)/bin
 LOCAL ?= .local
 PYTEST_ARGS ?=
 
-.PHONY: venv tools binaries lint typecheck unit test image image-test cluster-up cluster-down run fake-oauth2 bench e2e-kind clean
+.PHONY: venv tools binaries lint typecheck unit test crds image image-test cluster-up cluster-down run fake-oauth2 bench e2e-kind clean
 
 venv: $(VENV)/.installed
 
-# Pinned versions (constraints.txt) are what CI and the image install.
-$(VENV)/.installed: pyproject.toml constraints.txt
+# Pinned versions (constraints.txt) are what CI and the image install. The development
+# tooling (dev/, package tokensync_dev) is a distribution of its own: never in the wheel.
+$(VENV)/.installed: pyproject.toml dev/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e ./dev
 	touch $@
 
 # Builds etcd, kube-apiserver, kube-controller-manager and kubectl (and helm, for the
 # chart's tests) once per version into ~/.cache/tokensync/bin (or uses $$KUBEBUILDER_ASSETS).
 binaries: venv
-	$(BIN)/python -m tokensync.devcluster binaries --helm
+	$(BIN)/python -m tokensync_dev.devcluster binaries --helm
 
 # Tools the tests use from Debian's packages: promtool (alert rule tests), shellcheck,
 # lua with cjson (the Argo CD health check), docker.io and debootstrap (the image test:
@@ -47,14 +49,19 @@ e2e-kind:
 	hack/e2e-kind.sh
 
 lint: venv
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator dev tests bench
+	$(BIN)/ruff format --check operator dev tests bench
 
 typecheck: venv
 	$(BIN)/mypy
 
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# The CRD's provider blocks are generated from the providers' own declarations
+# (tokensync_dev.crdgen); a test fails when the committed CRD differs.
+crds: venv
+	$(BIN)/python -m tokensync_dev.crdgen
 
 test: venv tools binaries lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -72,17 +79,17 @@ image-test: venv tools binaries
 	$(BIN)/pytest tests/integration/test_image.py $(PYTEST_ARGS)
 
 cluster-up: binaries
-	@$(BIN)/python -m tokensync.devcluster --dir $(LOCAL) up --crds crds
+	@$(BIN)/python -m tokensync_dev.devcluster --dir $(LOCAL) up --crds crds
 
 cluster-down: venv
-	@$(BIN)/python -m tokensync.devcluster --dir $(LOCAL) down
+	@$(BIN)/python -m tokensync_dev.devcluster --dir $(LOCAL) down
 
 # The operator in the foreground: against $$KUBECONFIG (or ~/.kube/config) when set,
 # else against the cluster of `make cluster-up`, else a local control plane of its own.
 # Extra operator options: make run ARGS="--namespace team-a".
 ARGS ?=
 run: binaries
-	@$(BIN)/python -m tokensync.devcluster --dir $(LOCAL) run -- $(ARGS)
+	@$(BIN)/python -m tokensync_dev.devcluster --dir $(LOCAL) run -- $(ARGS)
 
 # A fake OAuth2 token endpoint on 127.0.0.1:9400 (client demo / demo-secret) for trying
 # examples/oauth2-client-credentials.yaml against `make run`.

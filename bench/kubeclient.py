@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from tokensync.devcluster.cluster import ControlPlane
+from tokensync_dev.devcluster.cluster import ControlPlane
 
 
 class BenchApi:

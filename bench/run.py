@@ -26,11 +26,11 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "operator"), str(REPO / "bench")]
+sys.path[:0] = [str(REPO / "operator"), str(REPO / "dev"), str(REPO / "bench")]
 
 from kubeclient import BenchApi, metrics, read_audit  # noqa: E402
 
-from tokensync.devcluster.cluster import ControlPlane, die_with_parent, free_port, start  # noqa: E402
+from tokensync_dev.devcluster.cluster import ControlPlane, die_with_parent, free_port, start  # noqa: E402
 
 OPERATOR_USER = "system:serviceaccount:tokensync-system:tokensync"
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1

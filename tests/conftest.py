@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client, config
 
 from support.cluster import control_plane_in, operator_kubeconfig
-from tokensync.devcluster.cluster import ControlPlane
+from tokensync_dev.devcluster.cluster import ControlPlane
 
 
 @pytest.fixture(scope="session")

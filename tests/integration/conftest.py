@@ -19,7 +19,7 @@ from support.keycloak import plan as plan_keycloak
 from support.objects import Cluster
 from support.operator import OperatorProcess
 from support.providers import Fakes
-from tokensync.devcluster.cluster import ControlPlane, free_port
+from tokensync_dev.devcluster.cluster import ControlPlane, free_port
 
 KEYCLOAK_TESTS = "test_keycloak.py"
 _KEYCLOAK_REPORT = pytest.StashKey[dict[str, object]]()

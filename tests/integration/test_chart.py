@@ -15,7 +15,7 @@ import yaml
 
 from support.objects import Cluster
 from support.waiting import wait_for
-from tokensync.devcluster.build import helm_binary
+from tokensync_dev.devcluster.build import helm_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "tokensync"

@@ -16,8 +16,8 @@ from kubernetes.client.rest import ApiException
 
 from support.cluster import REPO
 from support.waiting import wait_for
-from tokensync.devcluster.cluster import ControlPlane
-from tokensync.devcluster.versions import KUBERNETES_VERSION
+from tokensync_dev.devcluster.cluster import ControlPlane
+from tokensync_dev.devcluster.versions import KUBERNETES_VERSION
 
 WIDGET_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -243,7 +243,7 @@ def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> Non
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from tokensync.devcluster.cluster import start\n"
+        "from tokensync_dev.devcluster.cluster import start\n"
         f"start(Path({str(workdir)!r}))\n"
         "print('ready', flush=True)\n"
         "time.sleep(3600)\n"
@@ -252,7 +252,7 @@ def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> Non
         [sys.executable, "-c", script],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO / 'dev'}"},
     )
     assert parent.stdout is not None
     assert parent.stdout.readline().strip() == "ready"
@@ -268,13 +268,13 @@ def test_a_killed_test_run_leaves_no_control_plane_behind(tmp_path: Path) -> Non
 
 
 def test_cluster_up_and_down_from_the_command_line(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO / 'dev'}"}
     local = tmp_path / "local"
     up = subprocess.run(
         [
             sys.executable,
             "-m",
-            "tokensync.devcluster",
+            "tokensync_dev.devcluster",
             "--dir",
             str(local),
             "up",
@@ -293,7 +293,7 @@ def test_cluster_up_and_down_from_the_command_line(tmp_path: Path) -> None:
     pids = _component_pids(local / "cluster")
     assert all(_running(pid) for pid in pids)
     down = subprocess.run(
-        [sys.executable, "-m", "tokensync.devcluster", "--dir", str(local), "down"],
+        [sys.executable, "-m", "tokensync_dev.devcluster", "--dir", str(local), "down"],
         capture_output=True,
         text=True,
         env=env,

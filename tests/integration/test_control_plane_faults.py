@@ -22,7 +22,7 @@ from support.objects import Cluster, provider_token
 from support.operator import OperatorProcess
 from support.providers import Fakes
 from support.waiting import wait_for
-from tokensync.devcluster.cluster import ControlPlane, free_port
+from tokensync_dev.devcluster.cluster import ControlPlane, free_port
 
 API_DOWN_S = 30
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from support.objects import Cluster
-from tokensync.devcluster.build import helm_binary
+from tokensync_dev.devcluster.build import helm_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "tokensync"

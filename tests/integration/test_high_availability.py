@@ -15,7 +15,7 @@ from support.objects import Cluster, provider_token
 from support.operator import OperatorProcess
 from support.providers import Fakes
 from support.waiting import wait_for
-from tokensync.devcluster.cluster import free_port
+from tokensync_dev.devcluster.cluster import free_port
 
 
 def readiness(replica: OperatorProcess) -> tuple[int, str]:

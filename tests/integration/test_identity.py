@@ -22,7 +22,7 @@ import pytest
 from support.cluster import REPO
 from support.objects import Cluster
 from support.waiting import wait_for
-from tokensync.devcluster.cluster import die_with_parent, free_port
+from tokensync_dev.devcluster.cluster import die_with_parent, free_port
 
 NO_PASSWD_ENTRY = """
 import pwd

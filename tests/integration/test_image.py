@@ -48,8 +48,8 @@ from support.pod import (
     write_service_account,
 )
 from support.waiting import wait_for
-from tokensync.devcluster.build import helm_binary
-from tokensync.devcluster.cluster import free_port
+from tokensync_dev.devcluster.build import helm_binary
+from tokensync_dev.devcluster.cluster import free_port
 
 # Cold, the session's first test also pays for the stand-in base (debootstrap) and the
 # build; each step has its own deadline (support/docker.py), this is the backstop.
@@ -322,9 +322,9 @@ def test_the_image_is_lean_and_its_user_has_no_passwd_entry(
     assert lookup.returncode != 0 and "uid not found: 65532" in lookup.stderr, lookup.stderr
 
     # No pip, setuptools or wheel: not in the venv, not importable from the base's
-    # site-packages, not on PATH.
+    # site-packages, not on PATH. No development tooling (tokensync_dev, the devcluster).
     check = """
-import json, os, shutil, subprocess, sys
+import importlib.util, json, os, shutil, subprocess, sys
 probe = ("import importlib.util, json; print(json.dumps(sorted(m for m in "
          "('pip', 'setuptools', 'wheel', 'pkg_resources', '_distutils_hack') "
          "if importlib.util.find_spec(m))))")
@@ -335,12 +335,15 @@ print(json.dumps({
     "base_python": base,
     "on_path": sorted(n for n in ("pip", "pip3", "pip3.11", "wheel", "easy_install")
                       if shutil.which(n)),
+    "dev": sorted(m for m in ("tokensync_dev", "tokensync.devcluster")
+                  if importlib.util.find_spec(m)),
 }))
 """
     found = json.loads(
         docker.run("run", "--rm", "--entrypoint", "python", image.tag, "-c", check).stdout
     )
     assert found["venv"] == [] and found["base"] == [] and found["on_path"] == [], found
+    assert found["dev"] == [], found
     sizes = docker.run(
         "run",
         "--rm",

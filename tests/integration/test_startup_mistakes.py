@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from support.cluster import OPERATOR_NAMESPACE, REPO, control_plane_in, operator_kubeconfig
-from tokensync.devcluster.cluster import ControlPlane, free_port
+from tokensync_dev.devcluster.cluster import ControlPlane, free_port
 
 # Generous for a loaded 2-core CI machine; a healthy run exits in about a second.
 EXIT_WITHIN_S = 15.0

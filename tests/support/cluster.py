@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from tokensync.devcluster.cluster import ControlPlane, start
+from tokensync_dev.devcluster.cluster import ControlPlane, start
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "tokensync-system"

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from support.waiting import wait_for
-from tokensync.devcluster.build import cache_root
-from tokensync.devcluster.cluster import die_with_parent
+from tokensync_dev.devcluster.build import cache_root
+from tokensync_dev.devcluster.cluster import die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN_SCRIPT = REPO / "hack" / "image" / "standin-base.sh"

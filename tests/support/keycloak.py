@@ -46,9 +46,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from support.waiting import wait_for
-from tokensync.devcluster import pki
-from tokensync.devcluster.build import _build_lock, cache_root
-from tokensync.devcluster.cluster import die_with_parent, free_port
+from tokensync_dev.devcluster import pki
+from tokensync_dev.devcluster.build import _build_lock, cache_root
+from tokensync_dev.devcluster.cluster import die_with_parent, free_port
 
 KEYCLOAK_VERSION = "26.7.3"
 _DIST_URL = (

@@ -11,7 +11,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from support.waiting import wait_for
-from tokensync.devcluster.cluster import ControlPlane
+from tokensync_dev.devcluster.cluster import ControlPlane
 
 GROUP, VERSION, PLURAL = "tokensync.dev", "v1alpha1", "providertokens"
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from support.cluster import REPO
-from tokensync.devcluster.cluster import die_with_parent
+from tokensync_dev.devcluster.cluster import die_with_parent
 
 
 class OperatorProcess:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tokensync.devcluster import build
-from tokensync.devcluster.versions import staging_version
+from tokensync_dev.devcluster import build
+from tokensync_dev.devcluster.versions import staging_version
 
 GO_MOD = """module k8s.io/kubernetes
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokensync.devcluster.versions import (
+from tokensync_dev.devcluster.versions import (
     ALL_BINARIES,
     ETCD_BINARY,
     ETCD_VERSION,

@@ -1,4 +1,4 @@
-"""``python -m tokensync.devcluster build|up|down|binaries``: the local control plane."""
+"""``python -m tokensync_dev.devcluster build|up|down|binaries``: the local control plane."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from tokensync.devcluster.build import BuildError, ensure_binaries, helm_binary
-from tokensync.devcluster.cluster import (
+from tokensync_dev.devcluster.build import BuildError, ensure_binaries, helm_binary
+from tokensync_dev.devcluster.cluster import (
     ControlPlaneError,
     attach,
     die_with_parent,
@@ -117,7 +117,7 @@ def _binaries(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tokensync.devcluster")
+    parser = argparse.ArgumentParser(prog="python -m tokensync_dev.devcluster")
     parser.add_argument("--dir", type=Path, default=Path(".local"), help="state directory")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start a detached control plane and install the CRDs")

@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from tokensync.devcluster import pki as pki_module
-from tokensync.devcluster.build import Binaries, ensure_binaries
-from tokensync.devcluster.kubeconfig import write_kubeconfig
+from tokensync_dev.devcluster import pki as pki_module
+from tokensync_dev.devcluster.build import Binaries, ensure_binaries
+from tokensync_dev.devcluster.kubeconfig import write_kubeconfig
 
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 10.0

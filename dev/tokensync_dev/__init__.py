@@ -1,0 +1,1 @@
+"""Development tooling for tokensync; never shipped in the product wheel or image."""
