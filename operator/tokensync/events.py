@@ -6,12 +6,13 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, Protocol
 
 from tokensync import names
+from tokensync.clock import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class EventRecorder:
         self,
         sink: EventSink,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock,
         instance: str | None = None,
         senders: int = 4,
         backlog: int = 10_000,
@@ -63,17 +64,9 @@ class EventRecorder:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def flush(self) -> None:
-        """Wait until every queued Event was sent (tests)."""
-        await self._queue.join()
-
     async def _send(self) -> None:
         while True:
-            body = await self._queue.get()
-            try:
-                await self._post(body)
-            finally:
-                self._queue.task_done()
+            await self._post(await self._queue.get())
 
     async def record(self, ref: ObjectRef, kind: str, reason: str, note: str) -> None:
         body = self._body(ref, kind, reason, note)
@@ -100,7 +93,8 @@ class EventRecorder:
             "kind": "Event",
             # As client-go names them: events.k8s.io refuses a generateName ending in ".".
             "metadata": {
-                # Names may be 253 characters; the suffix needs 17 of them.
+                # Names may be 253 characters; the suffix needs 17 of them. A unique
+                # suffix as client-go makes one; no decision reads it as a time.
                 "name": f"{ref.name[:236]}.{time.time_ns():x}",
                 "namespace": ref.namespace,
             },

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tokensync.clock import Clock
 from tokensync.kube import ApiError, Conflict, KubeApi
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class LeaderElector:
         on_change: Callable[[bool], None],
         duration_s: int = 15,
         renew_s: float = 5.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock,
     ) -> None:
         self._kube = kube
         self._path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"

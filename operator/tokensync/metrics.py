@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-REGISTRY: CollectorRegistry | None = None  # the default registry (process metrics included)
+from prometheus_client import Counter, Gauge, Histogram
 
 TOKEN_LABELS = ("namespace", "name", "provider")
 

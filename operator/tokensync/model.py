@@ -10,9 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tokensync import names
-from tokensync.schedule import RefreshPolicy, parse_duration
+from tokensync.timing import RefreshPolicy, parse_duration
 
 Key = tuple[str, str]  # (namespace, name)
+
+
+def object_key(body: Mapping[str, Any]) -> Key:
+    metadata = body.get("metadata") or {}
+    return (metadata.get("namespace", ""), metadata.get("name", ""))
 
 
 class SpecInvalid(Exception):

@@ -30,4 +30,3 @@ SPEC_DIGEST_ANNOTATION = "tokensync.dev/provider-spec-digest"
 TOKEN_DIGEST_ANNOTATION = "tokensync.dev/token-digest"
 
 READY = "Ready"
-COMPONENT = "tokensync"

@@ -11,19 +11,18 @@ import base64
 import json
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
+from tokensync.clock import Clock, system_clock
 from tokensync.config import OperatorConfig
 from tokensync.endpoints import HttpClient
 from tokensync.model import SpecInvalid, format_time, parse_provider_token
-from tokensync.providers import base as providers
-from tokensync.providers import load_all
 from tokensync.providers.base import MintError, MintRequest
-from tokensync.secrets import credentials as required_credentials
+from tokensync.providers.registry import PROVIDERS
+from tokensync.secret_bodies import credentials as required_credentials
 
 
 class UsageError(Exception):
@@ -71,9 +70,9 @@ async def mint_once(
     config: OperatorConfig,
     *,
     show_token: bool,
+    clock: Clock = system_clock,
     out: TextIO = sys.stdout,
 ) -> int:
-    load_all()
     body = load_provider_token(manifest)
     body.setdefault("metadata", {}).setdefault("uid", "local")
     try:
@@ -81,7 +80,7 @@ async def mint_once(
     except SpecInvalid as invalid:
         raise UsageError(str(invalid)) from None
     try:
-        provider = providers.get(view.provider)
+        provider = PROVIDERS.get(view.provider)
     except KeyError:
         raise UsageError(f"provider {view.provider!r} is not supported") from None
     http = HttpClient(config.endpoints, ca_file=config.ca_file, timeout_s=config.provider_timeout_s)
@@ -90,13 +89,12 @@ async def mint_once(
             _as_secret(load_credentials(credentials_file)),
             provider.required_credentials(view.provider_spec),
         )
-        now = datetime.now(UTC)
         token = await provider.mint(
             MintRequest(
                 spec=view.provider_spec,
                 credentials=creds,
                 http=http,
-                now=now,
+                now=clock(),
                 fallback_lifetime=view.fallback_lifetime,
             )
         )

@@ -1,4 +1,5 @@
-"""Assembles the running operator: clients, the digest key, the reconciler, the controller."""
+"""Assembles the running operator: clients, the digest key, the caches, the reconciler,
+the controller, and the one clock they all read."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import logging
 import random
 import secrets as stdlib_secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from kubernetes.client import Configuration
 
 from tokensync import names
+from tokensync.clock import system_clock
 from tokensync.config import OperatorConfig
-from tokensync.controller import Controller, SecretCache
+from tokensync.controller import Controller
+from tokensync.digest import DigestKey
 from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder
 from tokensync.health import Health
@@ -21,9 +23,10 @@ from tokensync.kube import Conflict, KubeApi, NotFound
 from tokensync.leader import LeaderElector
 from tokensync.model import decode_secret_data
 from tokensync.preflight import StartupError
-from tokensync.providers import load_all
+from tokensync.providers.registry import PROVIDERS
 from tokensync.reconcile import Reconciler
-from tokensync.secrets import DigestKey
+from tokensync.secret_cache import SecretCache
+from tokensync.token_cache import TokenCache
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +97,6 @@ class Runtime:
 
     @classmethod
     async def create(cls, config: OperatorConfig, configuration: Configuration) -> Runtime:
-        load_all()
         kube = KubeApi(configuration, in_flight=config.api_in_flight)
         http = HttpClient(
             config.endpoints, ca_file=config.ca_file, timeout_s=config.provider_timeout_s
@@ -110,18 +112,24 @@ class Runtime:
             await http.close()
             await kube.close()
             raise
-        events = EventRecorder(kube)
+        clock = system_clock
+        events = EventRecorder(kube, clock=clock)
         events.start()
+        tokens = TokenCache()
         reconciler = Reconciler(
             kube=kube,
             secrets=secrets,
             http=http,
+            providers=PROVIDERS,
             digest=digest,
             events=events,
-            clock=lambda: datetime.now(UTC),
+            clock=clock,
             jitter=random.random,
+            on_status=tokens.observe_own_status,
         )
-        controller = Controller(reconciler, secrets, workers=config.workers)
+        controller = Controller(
+            reconciler, tokens=tokens, secrets=secrets, workers=config.workers, clock=clock
+        )
         health = Health(kube.reachable, alive=controller.queue.running)
         runtime = cls(kube=kube, http=http, controller=controller, events=events, health=health)
         if config.leader_election:
@@ -131,6 +139,7 @@ class Runtime:
                 name="tokensync-leader",
                 identity=config.identity,
                 on_change=runtime._leadership,
+                clock=clock,
             )
         return runtime
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from tokensync.providers.base import Token
-from tokensync.schedule import RefreshPolicy, renewal_time
+from tokensync.timing import RefreshPolicy, renewal_time
 
 
 class SharedMints:

@@ -17,13 +17,14 @@ import contextlib
 import heapq
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Hashable
+from datetime import datetime
 from typing import Generic, TypeVar
+
+from tokensync.clock import Clock
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
-Clock = Callable[[], float]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class WorkQueue(Generic[K]):
         handler: Callable[[K], Awaitable[Awaitable[None] | None]],
         *,
         workers: int,
-        clock: Clock = time.time,
+        clock: Clock,
     ) -> None:
         self._handler = handler
         self._workers = workers
@@ -82,24 +83,22 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._due)
 
-    def due_at(self, key: K) -> float | None:
-        return self._due.get(key)
-
     def enqueue(self, key: K) -> None:
         """Process ``key`` as soon as a worker is free."""
         self._due.pop(key, None)
         self._make_ready(key)
 
-    def schedule(self, key: K, at: float | None) -> None:
-        """Process ``key`` at wall-clock time ``at``; ``None`` forgets its timer."""
+    def schedule(self, key: K, at: datetime | None) -> None:
+        """Process ``key`` at time ``at`` of the clock; ``None`` forgets its timer."""
         if at is None:
             self._due.pop(key, None)
             return
         if at <= self._clock():
             self.enqueue(key)
             return
-        self._due[key] = at
-        heapq.heappush(self._heap, (at, next(self._sequence), key))
+        due = at.timestamp()
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, next(self._sequence), key))
         if self._heap[0][2] == key:
             self._wakeup.set()
 
@@ -116,7 +115,7 @@ class WorkQueue(Generic[K]):
 
     async def _timer(self) -> None:
         while True:
-            now = self._clock()
+            now = self._clock().timestamp()
             while self._heap and self._heap[0][0] <= now:
                 at, _, key = heapq.heappop(self._heap)
                 if self._due.get(key) == at:

@@ -7,10 +7,7 @@ from typing import Any
 import pytest
 
 from tokensync.endpoints import EndpointPolicy, HttpClient, normalise_hosts
-from tokensync.providers import load_all
 from tokensync.providers.base import MintRequest
-
-load_all()
 
 HttpFactory = Callable[..., HttpClient]
 

@@ -11,8 +11,9 @@ from fakes.basiq import FakeBasiq
 from providers.conftest import HttpFactory, mint_request
 from tokensync.providers import base
 from tokensync.providers.basiq import OFFICIAL_TOKEN_URL
+from tokensync.providers.registry import PROVIDERS
 
-BASIQ = base.get("basiq")
+BASIQ = PROVIDERS.get("basiq")
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from fakes.keycloak import REALM_TOKEN_PATH, FakeKeycloak
 from providers.conftest import HttpFactory, mint_request
 from tokensync.providers import base
 from tokensync.providers.biotz import OFFICIAL_TOKEN_URL
+from tokensync.providers.registry import PROVIDERS
 
 DEVICE = "7fc1bc71-b90f-49e2-8758-54cf1bfb3dc9@devices.data-ingestion.biotz.io"
-BIOTZ = base.get("biotz")
+BIOTZ = PROVIDERS.get("biotz")
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from fakes.microshare import FakeMicroshare
 from providers.conftest import HttpFactory, mint_request
 from tokensync.providers import base
 from tokensync.providers.microshare import official_token_url
+from tokensync.providers.registry import PROVIDERS
 
-MICROSHARE = base.get("microshare")
+MICROSHARE = PROVIDERS.get("microshare")
 CREDS = {"username": "ops@example.com", "password": "pa55-word!&=", "apiKey": "APPKEY123"}
 
 

@@ -14,8 +14,9 @@ from fakes.oauth2_server import TOKEN_EXCHANGE, FakeOAuth2Server
 from providers.conftest import HttpFactory, mint_request
 from tokensync.endpoints import EndpointPolicy, EndpointRefused, HttpClient
 from tokensync.providers import base
+from tokensync.providers.registry import PROVIDERS
 
-OAUTH2 = base.get("oauth2")
+OAUTH2 = PROVIDERS.get("oauth2")
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from fakes.podero import FakePodero
 from providers.conftest import HttpFactory, mint_request
 from tokensync.providers import base
 from tokensync.providers.podero import TOKEN_URLS
+from tokensync.providers.registry import PROVIDERS
 
-PODERO = base.get("podero")
+PODERO = PROVIDERS.get("podero")
 CREDS = {"clientId": "partner-1", "clientSecret": "s3cr3t:with:colons"}
 
 

@@ -30,10 +30,11 @@ from pathlib import Path
 import pytest
 
 from providers.conftest import HttpFactory, mint_request
-from tokensync.devcluster import pki
 from tokensync.providers import base
+from tokensync.providers.registry import PROVIDERS
+from tokensync_dev.devcluster import pki
 
-OAUTH2 = base.get("oauth2")
+OAUTH2 = PROVIDERS.get("oauth2")
 SECRET = "s3cret-value"
 
 

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from tokensync.digest import DigestKey
 from tokensync.endpoints import EndpointPolicy, HttpClient
 from tokensync.events import EventRecorder
+from tokensync.providers.registry import PROVIDERS
 from tokensync.reconcile import Reconciler
-from tokensync.secrets import DigestKey
 
 
 class RecordingWriter:
@@ -27,20 +28,25 @@ class RecordingWriter:
         return None
 
 
+def now() -> datetime:
+    return datetime(2026, 11, 23, tzinfo=UTC)
+
+
 async def test_invalid_spec_is_written_once_per_generation() -> None:
     writer = RecordingWriter()
     http = HttpClient(EndpointPolicy())
+    written: list[Mapping[str, Any]] = []
     reconciler = Reconciler(
         kube=writer,  # type: ignore[arg-type]
         secrets=None,  # type: ignore[arg-type]
         http=http,
+        providers=PROVIDERS,
         digest=DigestKey(b"k" * 32),
-        events=EventRecorder(writer),
-        clock=lambda: datetime(2026, 11, 23, tzinfo=UTC),
+        events=EventRecorder(writer, clock=now),
+        clock=now,
         jitter=lambda: 0.0,
+        on_status=written.append,
     )
-    written: list[Mapping[str, Any]] = []
-    reconciler.on_status = written.append
     body = {
         "metadata": {"namespace": "ns", "name": "bad", "generation": 1},
         "spec": {"provider": {"podero": {}, "basiq": {}}},

@@ -9,13 +9,13 @@ from typing import Any, ClassVar
 
 import pytest
 
+from tokensync.digest import DigestKey
 from tokensync.endpoints import EndpointPolicy, HttpClient
 from tokensync.events import EventRecorder
 from tokensync.kube import ApiError
-from tokensync.providers import base
 from tokensync.providers.base import MintRequest, Token
+from tokensync.providers.registry import Registry
 from tokensync.reconcile import Reconciler
-from tokensync.secrets import DigestKey
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -37,18 +37,17 @@ class CountingProvider:
         return Token(value=f"v{self.mints}", expires_at=NOW + self.lifetime, minted_at=NOW)
 
 
-if "counting-test" not in base.names():
-    base.register(CountingProvider())
-
-
 class Secrets:
     """Stands in for the operator's Secret cache in this unit test."""
 
     async def labelled(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return None
 
-    async def credentials(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    async def read(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return {"data": {"key": "dmFsdWU="}}
+
+    async def label_credentials(self, secret: Mapping[str, Any]) -> Mapping[str, Any]:
+        return secret
 
     def remember(self, secret: Mapping[str, Any]) -> None:
         return None
@@ -103,10 +102,12 @@ def reconciler_for(writer: RefusingWriter, http: HttpClient, secrets: Any = None
         kube=writer,  # type: ignore[arg-type]
         secrets=secrets or Secrets(),
         http=http,
+        providers=Registry([CountingProvider()]),
         digest=DigestKey(b"k" * 32),
-        events=EventRecorder(writer),
+        events=EventRecorder(writer, clock=lambda: NOW),
         clock=lambda: NOW,
         jitter=lambda: 0.0,
+        on_status=lambda body: None,
     )
 
 
@@ -152,7 +153,7 @@ async def test_write_retries_come_before_the_held_token_expires(http: HttpClient
 
 
 class UnreachableSecrets(Secrets):
-    async def credentials(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    async def read(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         raise ApiError(0, "Unreachable", "ClientConnectorError")
 
 

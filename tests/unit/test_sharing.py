@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tokensync.providers.base import InvalidCredentials, Token
-from tokensync.schedule import RefreshPolicy
 from tokensync.sharing import SharedMints
+from tokensync.timing import RefreshPolicy
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 POLICY = RefreshPolicy()

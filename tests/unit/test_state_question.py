@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from tokensync.digest import DigestKey
 from tokensync.model import ProviderTokenView, parse_provider_token
-from tokensync.secrets import DigestKey, provider_state, state_question, state_secret
+from tokensync.secret_bodies import provider_state, state_question, state_secret
 
 KEY = DigestKey(b"k" * 32)
 UID = "uid-1"

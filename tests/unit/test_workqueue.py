@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
+from tokensync.clock import system_clock
 from tokensync.workqueue import WorkQueue
+
+
+def after(seconds: float) -> datetime:
+    return system_clock() + timedelta(seconds=seconds)
 
 
 class Recorder:
@@ -39,7 +45,7 @@ class Recorder:
 
 async def test_enqueued_key_runs() -> None:
     recorder = Recorder()
-    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=2)
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=2, clock=system_clock)
     queue.start()
     queue.enqueue("a")
     await recorder.until(1)
@@ -49,23 +55,23 @@ async def test_enqueued_key_runs() -> None:
 
 async def test_scheduled_key_runs_at_its_time_not_before() -> None:
     recorder = Recorder()
-    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=2)
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=2, clock=system_clock)
     queue.start()
-    due = time.time() + 0.2
+    due = after(0.2)
     queue.schedule("a", due)
-    assert queue.due_at("a") == due
+    assert len(queue) == 1
     await recorder.until(1)
     await queue.stop()
-    assert recorder.runs[0][1] >= due
-    assert recorder.runs[0][1] - due < 0.5
+    assert recorder.runs[0][1] >= due.timestamp()
+    assert recorder.runs[0][1] - due.timestamp() < 0.5
 
 
 async def test_rescheduling_moves_the_due_time() -> None:
     recorder = Recorder()
-    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=1)
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=1, clock=system_clock)
     queue.start()
-    queue.schedule("a", time.time() + 3600)
-    queue.schedule("a", time.time() + 0.05)
+    queue.schedule("a", after(3600))
+    queue.schedule("a", after(0.05))
     await recorder.until(1)
     await queue.stop()
     assert len(queue) == 0
@@ -73,11 +79,11 @@ async def test_rescheduling_moves_the_due_time() -> None:
 
 async def test_forget_cancels_the_timer() -> None:
     recorder = Recorder()
-    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=1)
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=1, clock=system_clock)
     queue.start()
-    queue.schedule("gone", time.time() + 0.05)
+    queue.schedule("gone", after(0.05))
     queue.forget("gone")
-    queue.schedule("kept", time.time() + 0.1)
+    queue.schedule("kept", after(0.1))
     await recorder.until(1)
     await queue.stop()
     assert [k for k, _ in recorder.runs] == ["kept"]
@@ -86,7 +92,7 @@ async def test_forget_cancels_the_timer() -> None:
 async def test_a_key_never_runs_twice_at_once_and_reruns_after() -> None:
     recorder = Recorder()
     recorder.gate = asyncio.Event()
-    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=4)
+    queue: WorkQueue[str] = WorkQueue(recorder.handle, workers=4, clock=system_clock)
     queue.start()
     queue.enqueue("a")
     await asyncio.wait_for(recorder.started.wait(), 5)
@@ -109,7 +115,7 @@ async def test_a_failing_handler_does_not_stop_the_workers() -> None:
             raise RuntimeError("boom")
         done.set()
 
-    queue: WorkQueue[str] = WorkQueue(handle, workers=1)
+    queue: WorkQueue[str] = WorkQueue(handle, workers=1, clock=system_clock)
     queue.start()
     queue.enqueue("bad")
     queue.enqueue("good")
@@ -134,7 +140,7 @@ async def test_follow_up_frees_the_worker_but_keeps_the_key_busy() -> None:
             return asyncio.ensure_future(follow_up(key))
         return None
 
-    queue: WorkQueue[str] = WorkQueue(handle, workers=1)
+    queue: WorkQueue[str] = WorkQueue(handle, workers=1, clock=system_clock)
     queue.start()
     queue.enqueue("a")
     await _until(lambda: runs == ["a"])
@@ -159,7 +165,7 @@ async def test_a_failing_follow_up_does_not_leave_its_key_busy() -> None:
         runs.append(key)
         return asyncio.ensure_future(broken()) if len(runs) == 1 else None
 
-    queue: WorkQueue[str] = WorkQueue(handle, workers=1)
+    queue: WorkQueue[str] = WorkQueue(handle, workers=1, clock=system_clock)
     queue.start()
     queue.enqueue("a")
     await _until(lambda: runs == ["a"])

@@ -1,4 +1,4 @@
-"""What every provider shares: the Token, the Provider protocol, errors, the registry.
+"""What every provider shares: the Token, the Provider protocol, the errors.
 
 A provider turns (its spec block, the credentials) into a Token through one HTTP call
 (or two, with discovery). It never touches Kubernetes. Errors carry a ``reason`` for the
@@ -47,7 +47,7 @@ class MintRequest:
 
 
 class Provider(Protocol):
-    """One module per provider implements this and registers itself."""
+    """One module per provider implements this; ``registry.PROVIDERS`` lists them."""
 
     name: ClassVar[str]
 
@@ -145,24 +145,3 @@ class TokenExpired(MintError):
     """The provider handed out a token that is already expired (or nearly so)."""
 
     reason = "TokenExpired"
-
-
-_REGISTRY: dict[str, Provider] = {}
-
-
-def register(provider: Provider) -> Provider:
-    if provider.name in _REGISTRY:
-        raise ValueError(f"provider {provider.name!r} is registered twice")
-    _REGISTRY[provider.name] = provider
-    return provider
-
-
-def get(name: str) -> Provider:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown provider {name!r}") from None
-
-
-def names() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))

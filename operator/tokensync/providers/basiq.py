@@ -20,7 +20,6 @@ from tokensync.providers.base import (
     MintRequest,
     RateLimited,
     Token,
-    register,
 )
 
 OFFICIAL_TOKEN_URL = "https://au-api.basiq.io/token"
@@ -87,6 +86,3 @@ class Basiq:
             data=form,
         )
         return token
-
-
-register(Basiq())

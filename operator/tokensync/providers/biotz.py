@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from tokensync.endpoints import HttpResponse
 from tokensync.providers import common
-from tokensync.providers.base import InvalidCredentials, MintError, MintRequest, Token, register
+from tokensync.providers.base import InvalidCredentials, MintError, MintRequest, Token
 
 OFFICIAL_TOKEN_URL = "https://auth.biotz.io/realms/biotz-platform/protocol/openid-connect/token"
 DEFAULT_CLIENT_ID = "biotz-platform-devices"
@@ -122,6 +122,3 @@ class Biotz:
             minted_at=token.minted_at,
             state=common.refresh_state(body, request.now),
         )
-
-
-register(Biotz())

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from tokensync.providers import common
-from tokensync.providers.base import MintRequest, Token, register
+from tokensync.providers.base import MintRequest, Token
 
 AUTH_HOSTS = {
     "production": "https://auth.microshare.io",
@@ -58,6 +58,3 @@ class Microshare:
             params=params,
         )
         return token
-
-
-register(Microshare())

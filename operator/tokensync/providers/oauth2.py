@@ -28,7 +28,6 @@ from tokensync.providers.base import (
     InvalidSpec,
     MintRequest,
     Token,
-    register,
 )
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -217,6 +216,3 @@ class OAuth2:
         return Token(
             value=token.value, expires_at=token.expires_at, minted_at=token.minted_at, state=state
         )
-
-
-register(OAuth2())

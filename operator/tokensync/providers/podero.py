@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from tokensync.providers import common
-from tokensync.providers.base import MintRequest, Token, register
+from tokensync.providers.base import MintRequest, Token
 
 # The trailing slash matters: the server answers the slash-less path differently.
 TOKEN_URLS = {
@@ -46,6 +46,3 @@ class Podero:
             json_body={"grant_type": "client_credentials"},
         )
         return token
-
-
-register(Podero())

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from tokensync.decision import Cause, Mint, Refuse, Rewrite, Wait, decide
 from tokensync.model import format_time, parse_provider_token
 from tokensync.providers.base import Token
-from tokensync.reconcile import Cause, Mint, Refuse, Rewrite, Wait, decide
-from tokensync.secrets import TargetState
+from tokensync.secret_bodies import TargetState
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 UID = "uid-1"

@@ -1,4 +1,6 @@
-"""Pure timing: when to renew, how long to wait before a retry. No I/O, no clock reads.
+"""Pure timing: when to renew, how long to wait before a retry of a mint or a write.
+
+No I/O, no clock reads.
 
 Callers pass ``now`` and a ``jitter`` drawn from [0, 1), so every decision is a plain
 function of its inputs and can be table-tested.
@@ -7,6 +9,7 @@ function of its inputs and can be table-tested.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,6 +27,13 @@ TRANSIENT_CAP = timedelta(minutes=5)
 PERMANENT_BASE = timedelta(minutes=5)
 PERMANENT_CAP = timedelta(hours=1)
 MIN_RETRY = timedelta(seconds=1)
+
+# After a failed Secret or status write the token is in hand: write it again soon.
+WRITE_RETRY_BASE = timedelta(seconds=2)
+WRITE_RETRY_CAP = timedelta(minutes=1)
+# An API server that does not answer at all (restarting, a network cut) costs nothing to
+# ask again: try every few seconds, so the token lands soon after it is back.
+UNREACHABLE_WRITE_RETRY_CAP = timedelta(seconds=5)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
@@ -106,6 +116,28 @@ def retry_delay(
     if not permanent and remaining_lifetime is not None and remaining_lifetime > timedelta(0):
         delay = min(delay, remaining_lifetime / 2)
     return delay if delay > MIN_RETRY else MIN_RETRY
+
+
+def write_retry_delay(
+    failures: int,
+    *,
+    unreachable: bool,
+    now: datetime,
+    expiries: Iterable[datetime | None] = (),
+) -> timedelta:
+    """Delay before writing a minted token again after ``failures`` (1-based) refusals.
+
+    2 s, 4 s, ... up to a minute: a write that keeps failing (a quota, a webhook) must not
+    turn into a loop, nor into a new mint each time. Every few seconds while the API
+    server does not answer. Never later than half the remaining life of any token in
+    ``expiries`` (the one the Secret serves now, the one held for it).
+    """
+    delay: timedelta = WRITE_RETRY_BASE * 2 ** min(max(failures, 1) - 1, 5)
+    cap = UNREACHABLE_WRITE_RETRY_CAP if unreachable else WRITE_RETRY_CAP
+    for expiry in expiries:
+        if expiry is not None and expiry > now:
+            cap = min(cap, max((expiry - now) / 2, MIN_RETRY))
+    return delay if delay < cap else cap
 
 
 def _unit(jitter: float) -> float:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tokensync.schedule import (
+from tokensync.timing import (
     PERMANENT_CAP,
     TRANSIENT_CAP,
     RefreshPolicy,
@@ -14,6 +14,7 @@ from tokensync.schedule import (
     renew_before,
     renewal_time,
     retry_delay,
+    write_retry_delay,
 )
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -127,3 +128,38 @@ def test_permanent_failures_are_retried_slowly(
 def test_permanent_retry_is_not_pulled_in_by_the_token_lifetime() -> None:
     # A locked account stays locked if hammered: slow even when the token is about to go.
     assert retry_delay(1, permanent=True, jitter=1.0, remaining_lifetime=10 * S) == 5 * M
+
+
+@pytest.mark.parametrize(
+    ("failures", "unreachable", "expiries", "expected"),
+    [
+        # Refusals double from 2 s up to a minute.
+        (1, False, (), 2 * S),
+        (2, False, (), 4 * S),
+        (5, False, (), 32 * S),
+        (6, False, (), 60 * S),
+        (40, False, (), 60 * S),
+        # Silence: every few seconds, never more than 5 s apart.
+        (1, True, (), 2 * S),
+        (2, True, (), 4 * S),
+        (3, True, (), 5 * S),
+        (40, True, (), 5 * S),
+        # Never later than half the remaining life of a token that serves or is held.
+        (6, False, (T0 + 30 * S,), 15 * S),
+        (6, False, (None, T0 + 10 * M), 60 * S),
+        (6, False, (T0 + 10 * M, T0 + 20 * S), 10 * S),
+        # ...but at least a second, and an expired token bounds nothing.
+        (6, False, (T0 + S,), S),
+        (6, False, (T0 - M,), 60 * S),
+    ],
+)
+def test_write_retry_delay(
+    failures: int,
+    unreachable: bool,
+    expiries: tuple[datetime | None, ...],
+    expected: timedelta,
+) -> None:
+    assert (
+        write_retry_delay(failures, unreachable=unreachable, now=T0, expiries=expiries)
+        == expected
+    )

@@ -1,7 +1,8 @@
-"""The target Secret's shape, the keyed digests on it, and reading credentials.
+"""What tokensync puts into Secrets and reads back out of them. Pure: no API calls.
 
-Digests are HMAC-SHA256 under a key only the operator holds: a plain hash of a short
-password or API key could be reversed by guessing, an HMAC cannot without the key.
+The target Secret (the token and the digests that tell an edit from our own write), the
+provider-state Secret (a refresh token, marked with the question it answers), and the
+credentials a provider needs from the credentials Secret.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from tokensync import names
+from tokensync.digest import DigestKey
 from tokensync.model import (
     ProviderTokenView,
     controller_uid,
@@ -24,28 +26,6 @@ from tokensync.model import (
     parse_time,
 )
 from tokensync.providers.base import CredentialsIncomplete, Token
-
-DIGEST_PREFIX = "hmac-sha256:"
-
-
-class DigestKey:
-    """The operator's HMAC key. ``repr`` never shows it."""
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) < 32:
-            raise ValueError("the digest key must be at least 32 bytes")
-        self._key = key
-
-    def __repr__(self) -> str:
-        return "DigestKey(***)"
-
-    def of_mapping(self, values: Mapping[str, str]) -> str:
-        canonical = json.dumps(dict(values), sort_keys=True, separators=(",", ":"))
-        return self.of_text(canonical)
-
-    def of_text(self, text: str) -> str:
-        mac = hmac.new(self._key, text.encode("utf-8"), hashlib.sha256).hexdigest()
-        return DIGEST_PREFIX + mac
 
 
 def credentials(secret: Mapping[str, Any], required: tuple[str, ...]) -> dict[str, str]:
