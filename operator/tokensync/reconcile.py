@@ -2,7 +2,7 @@
 the status.
 
 ``Reconciler.step`` reads what ``decision.decide`` needs and carries out its answer: a
-mint and one Secret write. Once the token is in its Secret it hands back a
+mint and one Secret write (``secret_writes``). Once the token is in its Secret it hands back a
 ``PendingStatus``, the status write that is left; the controller performs it with
 ``write_status`` off the worker pool (docs/decisions/0004-scale.md). What the status and
 the Events say comes from ``status``; when to try again from ``timing``.
@@ -10,7 +10,6 @@ the Events say comes from ``status``; when to try again from ``timing``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -35,28 +34,26 @@ from tokensync.decision import (
 from tokensync.digest import DigestKey
 from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder, ObjectRef
-from tokensync.kube import ApiError, Conflict, NotFound
+from tokensync.kube import ApiError
 from tokensync.model import (
     ProviderTokenView,
     SpecInvalid,
-    controller_uid,
     format_time,
     parse_provider_token,
 )
 from tokensync.providers.base import MintError, MintRequest, Provider, Token
 from tokensync.providers.registry import Registry
 from tokensync.secret_bodies import (
-    StateQuestion,
     TargetState,
     credentials,
     provider_state,
     state_question,
-    state_secret,
     state_secret_name,
     target_secret,
     target_state,
 )
-from tokensync.sharing import SharedMints
+from tokensync.secret_writes import SecretWrites
+from tokensync.sharing import SharedMints, share_key
 from tokensync.timing import renewal_time, retry_delay, write_retry_delay
 
 logger = logging.getLogger("tokensync.reconcile")
@@ -69,20 +66,8 @@ class SecretSource(Protocol):
 
     async def label_credentials(self, secret: Mapping[str, Any]) -> Mapping[str, Any]: ...
 
-    def remember(self, secret: Mapping[str, Any]) -> None: ...
 
-    def forget(self, namespace: str, name: str) -> None: ...
-
-
-class Writer(Protocol):
-    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
-
-    async def patch_secret(
-        self, namespace: str, name: str, patch: Mapping[str, Any]
-    ) -> dict[str, Any]: ...
-
+class StatusApi(Protocol):
     async def patch_status(
         self,
         group: str,
@@ -136,8 +121,9 @@ class Reconciler:
     def __init__(
         self,
         *,
-        kube: Writer,
+        kube: StatusApi,
         secrets: SecretSource,
+        secret_writes: SecretWrites,
         http: HttpClient,
         providers: Registry,
         digest: DigestKey,
@@ -148,6 +134,7 @@ class Reconciler:
     ) -> None:
         self._kube = kube
         self._secrets = secrets
+        self._secret_writes = secret_writes
         self._http = http
         self._providers = providers
         self._digest = digest
@@ -266,7 +253,7 @@ class Reconciler:
         if saved.stale:
             # Saved for other credentials, another endpoint or client: it must never be
             # sent again, so it leaves the cluster before anything is sent.
-            await self._save_state(view, question, {})
+            await self._secret_writes.save_state(view, question, {})
         request = MintRequest(
             spec=view.provider_spec,
             credentials=creds,
@@ -279,7 +266,7 @@ class Reconciler:
             with metrics.provider_context(view.provider):
                 if provider.shareable(view.provider_spec):
                     token = await self._shared.mint(
-                        self._share_key(view, digest),
+                        share_key(view, digest, self._digest),
                         view.refresh,
                         request.now,
                         lambda: provider.mint(request),
@@ -305,7 +292,7 @@ class Reconciler:
         metrics.MINTS.labels(view.provider, "success", cause.value).inc()
         metrics.MINT_DURATION.labels(view.provider).observe(time.perf_counter() - started)
         if token.state is not None and token.state != saved.values:
-            await self._save_state(view, question, token.state)
+            await self._secret_writes.save_state(view, question, token.state)
         memory.held = token
         memory.pending = True
         return await self._write(
@@ -324,7 +311,7 @@ class Reconciler:
         """The token into its Secret; the status write is handed back as pending."""
         desired = target_secret(view, token, digest, self._digest)
         try:
-            written = await self._write_secret(view, desired)
+            await self._secret_writes.write(view, desired)
         except TargetConflict as conflict:
             return await self._fail(view, None, conflict)
         except ApiError as error:
@@ -338,7 +325,6 @@ class Reconciler:
                 int(delay.total_seconds()),
             )
             return now + delay
-        self._secrets.remember(written)
         now = self._clock()
         renewal = renewal_time(token.minted_at, token.expires_at, view.refresh, self._jitter())
         report = status.minted(view, token, renewal, now)
@@ -355,68 +341,6 @@ class Reconciler:
             now=now,
             expiries=(serving_until, held_until),
         )
-
-    async def _write_secret(
-        self, view: ProviderTokenView, desired: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Create or merge-patch a Secret this ProviderToken owns; never someone else's."""
-        name = desired["metadata"]["name"]
-        existing = await self._secrets.labelled(view.namespace, name)
-        if existing is None:
-            try:
-                return await self._kube.create_secret(view.namespace, desired)
-            except Conflict:
-                # It exists but is not in our cache (not labelled): look before touching it.
-                existing = await self._kube.get_secret(view.namespace, name)
-                if existing is None:
-                    raise
-        if controller_uid(existing) != view.uid:
-            raise TargetConflict(
-                f"Secret {name} already exists and is not owned by this ProviderToken; "
-                "choose another spec.target.name or delete that Secret"
-            )
-        metadata = {k: v for k, v in desired["metadata"].items() if k not in ("name", "namespace")}
-        # Keys we no longer want are removed: null deletes a key in a merge patch.
-        stale = {key: None for key in existing.get("data") or {} if key not in desired["data"]}
-        patch = {"metadata": metadata, "data": {**stale, **desired["data"]}, "type": "Opaque"}
-        try:
-            return await self._kube.patch_secret(view.namespace, name, patch)
-        except NotFound:
-            # The cache still held a Secret that is gone (its DELETED event was missed).
-            self._secrets.forget(view.namespace, name)
-            return await self._kube.create_secret(view.namespace, desired)
-
-    async def _save_state(
-        self, view: ProviderTokenView, question: StateQuestion, state: Mapping[str, str]
-    ) -> None:
-        """Keep the provider's state (a refresh token) for the next mint, restarts included,
-        marked with the question it answers."""
-        try:
-            written = await self._write_secret(view, state_secret(view, question, state))
-        except (ApiError, TargetConflict) as error:
-            # Not fatal: the next mint falls back to the provider's first grant.
-            logger.warning(
-                "provider state of %s/%s not saved: %s",
-                view.namespace,
-                view.name,
-                type(error).__name__,
-            )
-            return
-        self._secrets.remember(written)
-
-    def _share_key(self, view: ProviderTokenView, credentials_digest: str) -> str:
-        question = json.dumps(
-            [
-                view.namespace,
-                view.provider,
-                view.provider_spec,
-                credentials_digest,
-                str(view.fallback_lifetime),
-            ],
-            sort_keys=True,
-            default=str,
-        )
-        return self._digest.of_text(question)
 
     async def _fail(
         self,

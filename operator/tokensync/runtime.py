@@ -26,6 +26,7 @@ from tokensync.preflight import StartupError
 from tokensync.providers.registry import PROVIDERS
 from tokensync.reconcile import Reconciler
 from tokensync.secret_cache import SecretCache
+from tokensync.secret_writes import SecretWrites
 from tokensync.token_cache import TokenCache
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Runtime:
         reconciler = Reconciler(
             kube=kube,
             secrets=secrets,
+            secret_writes=SecretWrites(kube, secrets),
             http=http,
             providers=PROVIDERS,
             digest=digest,

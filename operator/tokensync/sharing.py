@@ -10,11 +10,31 @@ Only for providers whose tokens carry no per-holder state (``Provider.shareable`
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from tokensync.digest import DigestKey
+from tokensync.model import ProviderTokenView
 from tokensync.providers.base import Token
 from tokensync.timing import RefreshPolicy, renewal_time
+
+
+def share_key(view: ProviderTokenView, credentials_digest: str, digest: DigestKey) -> str:
+    """Equal for ProviderTokens that would ask the same question: same namespace,
+    provider, spec block, credentials and fallback lifetime. Keyed, like every digest."""
+    question = json.dumps(
+        [
+            view.namespace,
+            view.provider,
+            view.provider_spec,
+            credentials_digest,
+            str(view.fallback_lifetime),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return digest.of_text(question)
 
 
 class SharedMints:

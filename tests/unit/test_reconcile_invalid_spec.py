@@ -39,6 +39,7 @@ async def test_invalid_spec_is_written_once_per_generation() -> None:
     reconciler = Reconciler(
         kube=writer,  # type: ignore[arg-type]
         secrets=None,  # type: ignore[arg-type]
+        secret_writes=None,  # type: ignore[arg-type]
         http=http,
         providers=PROVIDERS,
         digest=DigestKey(b"k" * 32),

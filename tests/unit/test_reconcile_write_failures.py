@@ -16,6 +16,7 @@ from tokensync.kube import ApiError
 from tokensync.providers.base import MintRequest, Token
 from tokensync.providers.registry import Registry
 from tokensync.reconcile import Reconciler
+from tokensync.secret_writes import SecretWrites
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -98,9 +99,11 @@ async def http() -> AsyncIterator[HttpClient]:
 
 def reconciler_for(writer: RefusingWriter, http: HttpClient, secrets: Any = None) -> Reconciler:
     CountingProvider.mints = 0
+    secrets = secrets or Secrets()
     return Reconciler(
         kube=writer,  # type: ignore[arg-type]
-        secrets=secrets or Secrets(),
+        secrets=secrets,
+        secret_writes=SecretWrites(writer, secrets),  # type: ignore[arg-type]
         http=http,
         providers=Registry([CountingProvider()]),
         digest=DigestKey(b"k" * 32),
