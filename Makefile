@@ -51,6 +51,7 @@ e2e-kind:
 lint: venv
 	$(BIN)/ruff check operator dev tests bench
 	$(BIN)/ruff format --check operator dev tests bench
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy
