@@ -1,8 +1,9 @@
 """A real HTTP server on loopback for faking a provider, with the switches tests need.
 
-Each fake provider subclasses ``FakeProvider`` and implements ``answer``. The base
-records every request, counts what it issued, and can add latency, answer with an
-outage, or enforce a rate limit, before the provider's own logic runs.
+Each fake provider subclasses ``FakeProvider``, names the provider it plays (``provider``,
+its name in ``tokensync.providers.registry``) and implements ``token_url`` and ``answer``.
+The base records every request, counts what it issued, and can add latency, answer with
+an outage, or enforce a rate limit, before the provider's own logic runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
@@ -60,6 +61,8 @@ class Issued:
 
 
 class FakeProvider:
+    provider: ClassVar[str]  # the registered provider this fake stands in for
+
     def __init__(self, port: int = 0) -> None:
         self.lock = threading.RLock()
         self.requests: list[Request] = []
@@ -98,6 +101,10 @@ class FakeProvider:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}"
+
+    @property
+    def token_url(self) -> str:
+        raise NotImplementedError
 
     # Switches
     def outage(

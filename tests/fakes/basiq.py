@@ -28,6 +28,8 @@ def error(status: int, code: str, title: str, detail: str) -> Response:
 
 
 class FakeBasiq(FakeProvider):
+    provider = "basiq"
+
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self.keys: dict[str, str] = {}  # key -> name

@@ -42,6 +42,8 @@ class KeycloakState:
 
 
 class FakeKeycloak(FakeProvider):
+    provider = "biotz"
+
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self.state = KeycloakState()

@@ -15,6 +15,8 @@ class Account:
 
 
 class FakeMicroshare(FakeProvider):
+    provider = "microshare"
+
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self.accounts: dict[str, Account] = {}

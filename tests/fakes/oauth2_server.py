@@ -53,6 +53,8 @@ class Recorded:
 
 
 class FakeOAuth2Server(FakeProvider):
+    provider = "oauth2"
+
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self.clients: dict[str, ClientBehaviour] = {}

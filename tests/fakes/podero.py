@@ -11,6 +11,8 @@ TOKEN_PATH = "/oauth2/token/"
 
 
 class FakePodero(FakeProvider):
+    provider = "podero"
+
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self.clients: dict[str, str] = {}

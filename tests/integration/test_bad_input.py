@@ -22,6 +22,8 @@ from support.objects import GROUP, PLURAL, VERSION, Cluster
 from support.operator import OperatorProcess
 from support.providers import Fakes
 from support.waiting import wait_for
+from tokensync.providers.base import Provider
+from tokensync.providers.registry import PROVIDERS
 
 REASONS = {
     "Minted",
@@ -43,13 +45,8 @@ REASONS = {
     "InvalidSpec",
 }
 GOOD_CLIENT, GOOD_SECRET = "generated-good-client", "generated-good-secret-value"
-REQUIRED_KEYS = {
-    "biotz": ["username", "password"],
-    "microshare": ["username", "password", "apiKey"],
-    "podero": ["clientId", "clientSecret"],
-    "basiq": ["apiKey"],
-    "oauth2": ["clientId", "clientSecret", "privateKey", "username", "password", "subjectToken"],
-}
+# Every key some spec of the provider needs.
+REQUIRED_KEYS = {p.name: list(p.spec.credential_keys()) for p in PROVIDERS}
 names = (f"gen-{n}" for n in itertools.count())
 outcomes: dict[str, int] = {}
 
@@ -70,18 +67,24 @@ duration = st.one_of(
     st.from_regex(r"[1-9][0-9]{0,3}(s|m|h)", fullmatch=True),
     st.sampled_from(["", "1d", "-5s", "0s", "90"]),
 )
-OPTIONS = {
-    "biotz": {"tokenField": ["id_token", "access_token"]},
-    "microshare": {"environment": ["production", "development"], "tokenKind": ["access", "pipe"]},
-    "podero": {"environment": ["sandbox", "production"]},
-    "basiq": {"scope": ["SERVER_ACCESS"], "version": ["3.0"]},
-    "oauth2": {
-        "grantType": ["client_credentials", "password", "token_exchange"],
-        "clientAuth": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
-        "tokenField": ["access_token", "id_token"],
-        "scope": ["openid", "read"],
-    },
+# Values the declarations cannot offer: a field without enum or default.
+EXTRA_OPTIONS = {
+    "basiq": {"userId": ["generated-user"]},
+    "oauth2": {"scope": ["openid", "read"]},
 }
+
+
+def options(provider: Provider) -> dict[str, list[Any]]:
+    """Each field's declared values (its enum, else its default), and the extra ones."""
+    declared: dict[str, list[Any]] = {}
+    for field in provider.spec.fields:
+        values = list(field.enum) or ([field.default] if field.default is not None else [])
+        if values:
+            declared[field.name] = values
+    return {**declared, **EXTRA_OPTIONS.get(provider.name, {})}
+
+
+OPTIONS = {p.name: options(p) for p in PROVIDERS}
 ENDPOINTS_REFUSED = [
     "https://not-allowed.example/token",
     "http://169.254.169.254/latest/meta-data",
@@ -90,19 +93,14 @@ ENDPOINTS_REFUSED = [
 
 
 def fake_for(fakes: Fakes, provider: str) -> str:
-    fake = {
-        "biotz": fakes.keycloak,
-        "microshare": fakes.microshare,
-        "podero": fakes.podero,
-        "basiq": fakes.basiq,
-        "oauth2": fakes.oauth2,
-    }[provider]
-    return str(fake.token_url)  # type: ignore[attr-defined]
+    return fakes.for_provider(provider).token_url
 
 
 @st.composite
 def valid_spec(draw: st.DrawFn, fakes: Fakes, name: str) -> dict[str, Any]:
-    """A spec the schema accepts; its endpoint and options may still not work out."""
+    """A spec the schema's fields accept; a block's rule may refuse it (basiq CLIENT_ACCESS
+    without userId, an oauth2 id_token without openid), its endpoint and options may not
+    work out."""
     kind = draw(st.sampled_from(list(OPTIONS)))
     fields: dict[str, Any] = {
         "tokenUrl": draw(st.sampled_from([fake_for(fakes, kind), *ENDPOINTS_REFUSED]))

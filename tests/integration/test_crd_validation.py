@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from support.objects import Cluster, provider_token
+from tokensync.providers.base import Provider
+from tokensync.providers.registry import PROVIDERS
 
 VALID = provider_token(
     "valid",
@@ -180,5 +182,38 @@ def test_every_example_is_accepted_by_the_api_server(
 
 def test_there_is_an_example_per_provider() -> None:
     text = "\n".join(e.read_text() for e in EXAMPLES)
-    for provider in ("biotz", "microshare", "podero", "basiq", "oauth2"):
+    for provider in PROVIDERS.names():
         assert f"    {provider}:" in text, provider
+
+
+# Every block takes a tokenUrl; for oauth2 it is the one endpoint it needs.
+MINIMAL = {"tokenUrl": "https://idp.example.com/token"}
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS), ids=PROVIDERS.names())
+def test_the_api_server_fills_in_the_declared_defaults(
+    cluster: Cluster, namespace: str, provider: Provider
+) -> None:
+    manifest = variant({"provider": {provider.name: dict(MINIMAL)}})
+    manifest["metadata"]["namespace"] = namespace
+    cluster.apply(manifest)
+    stored = cluster.token(namespace, "candidate")
+    cluster.delete_token(namespace, "candidate")
+    assert stored is not None
+    fields = provider.spec.fields
+    defaults = {f.name: f.default for f in fields if f.default is not None and f.default_in_crd}
+    assert stored["spec"]["provider"][provider.name] == {**defaults, **MINIMAL}
+
+
+ENUMS = [(p.name, f.name) for p in PROVIDERS for f in p.spec.fields if f.enum]
+
+
+@pytest.mark.parametrize(("provider", "field"), ENUMS, ids=[f"{p}.{f}" for p, f in ENUMS])
+def test_a_value_outside_a_declared_enum_is_refused(
+    cluster: Cluster, namespace: str, provider: str, field: str
+) -> None:
+    manifest = variant({"provider": {provider: {**MINIMAL, field: "not-a-declared-value"}}})
+    manifest["metadata"]["namespace"] = namespace
+    output = cluster.apply_refused(manifest)
+    assert 'Unsupported value: "not-a-declared-value"' in output, output
+    assert cluster.token(namespace, "candidate") is None

@@ -35,13 +35,14 @@ def mint_request(
     spec: dict[str, Any],
     credentials: dict[str, str],
     state: dict[str, str] | None = None,
+    now: datetime | None = None,
     **extra: Any,
 ) -> MintRequest:
     return MintRequest(
         spec=spec,
         credentials=credentials,
         http=http,
-        now=datetime.now(UTC),
+        now=now or datetime.now(UTC),
         state=state or {},
         **extra,
     )

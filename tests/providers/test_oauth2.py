@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -118,6 +119,22 @@ async def test_private_key_jwt(idp: FakeOAuth2Server, http_for: HttpFactory, kin
     assert len(idp.issued_to("signer")) == 2
 
 
+async def test_the_client_assertion_is_dated_by_the_mint_clock(
+    idp: FakeOAuth2Server, http_for: HttpFactory
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    idp.add_client("signer", auth_method="private_key_jwt", public_key=key.public_key())
+    spec = {"tokenUrl": idp.token_url, "clientAuth": "private_key_jwt"}
+    now = datetime.now(UTC) - timedelta(seconds=20)  # the operator's clock, not time.time()
+    creds = {"clientId": "signer", "privateKey": pem(key)}
+    await OAUTH2.mint(mint_request(http_for(idp.host), spec, creds, now=now))
+    claims = jwt.decode(
+        idp.requests[-1].form["client_assertion"], options={"verify_signature": False}
+    )
+    assert claims["iat"] == int(now.timestamp())
+    assert claims["exp"] == int(now.timestamp()) + 60
+
+
 @pytest.mark.parametrize(
     "asked",
     [{"scope": "openid profile"}, {"extraParams": {"scope": "openid"}}],
@@ -162,6 +179,41 @@ async def test_discovery_is_used_and_cached(idp: FakeOAuth2Server, http_for: Htt
         await OAUTH2.mint(mint_request(http, spec, {"clientId": "app", "clientSecret": "secret"}))
     assert idp.discovery_requests == 1
     assert len(idp.issued_to("app")) == 3
+
+
+async def test_discovery_is_kept_an_hour_by_the_mint_clock(
+    idp: FakeOAuth2Server, http_for: HttpFactory
+) -> None:
+    idp.add_client("app", "secret")
+    spec = {"issuerUrl": idp.issuer}
+    http = http_for(idp.host)
+    start = datetime.now(UTC)
+    creds = {"clientId": "app", "clientSecret": "secret"}
+    for minutes, discoveries in ((0, 1), (59, 1), (61, 2), (100, 2)):
+        now = start + timedelta(minutes=minutes)
+        await OAUTH2.mint(mint_request(http, spec, creds, now=now))
+        assert idp.discovery_requests == discoveries, minutes
+
+
+CREDENTIALS = [
+    ({}, ("clientId", "clientSecret")),
+    ({"clientAuth": "client_secret_post"}, ("clientId", "clientSecret")),
+    ({"clientAuth": "private_key_jwt"}, ("clientId", "privateKey")),
+    ({"clientAuth": "none"}, ("clientId",)),
+    ({"grantType": "password"}, ("clientId", "clientSecret", "username", "password")),
+    (
+        {"grantType": "password", "clientAuth": "private_key_jwt"},
+        ("clientId", "privateKey", "username", "password"),
+    ),
+    ({"grantType": "token_exchange", "clientAuth": "none"}, ("clientId", "subjectToken")),
+]
+
+
+@pytest.mark.parametrize(("spec", "keys"), CREDENTIALS, ids=[str(s) for s, _ in CREDENTIALS])
+def test_required_credentials_follow_the_grant_and_client_auth(
+    spec: dict[str, str], keys: tuple[str, ...]
+) -> None:
+    assert OAUTH2.required_credentials({"tokenUrl": "https://idp.example/t", **spec}) == keys
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokensync.endpoints import HttpResponse
-from tokensync.providers import basiq, biotz, common
+from tokensync.providers import basiq, biotz, token_endpoint
 from tokensync.providers.base import MintError, Token
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -33,7 +33,9 @@ token_fields = st.fixed_dictionaries(
         "id_token": st.one_of(st.text(max_size=30), json_values),
         "expires_in": st.one_of(st.integers(-10, 10**12), st.text(max_size=8), json_values),
         "token_type": json_values,
-        "error": st.one_of(st.sampled_from(list(common.OAUTH_ERRORS)), st.text(max_size=12)),
+        "error": st.one_of(
+            st.sampled_from(list(token_endpoint.OAUTH_ERRORS)), st.text(max_size=12)
+        ),
         "error_description": st.one_of(st.just(f"bad password {SECRET}"), st.text(max_size=30)),
         "data": json_values,
     },
@@ -61,7 +63,7 @@ headers = st.fixed_dictionaries(
 @given(status=st.integers(100, 599), body=bodies, head=headers)
 def test_failure_answers_always_classify(status: int, body: bytes, head: dict[str, str]) -> None:
     response = HttpResponse(status=status, headers=head, body=body)
-    for classify in (common.classify_failure, biotz.classify, basiq.classify):
+    for classify in (token_endpoint.classify_failure, biotz.classify, basiq.classify):
         error = classify(response, NOW, [SECRET])
         assert isinstance(error, MintError)
         assert SECRET not in error.message
@@ -79,11 +81,14 @@ def test_success_answers_give_a_valid_token_or_a_mint_error(
 ) -> None:
     response = HttpResponse(status=200, headers={}, body=body)
     try:
-        token, _ = common.token_from_success(
+        token, _ = token_endpoint.token_from_success(
             response, now=NOW, token_field=field, fallback=fallback
         )
     except MintError as error:
         assert SECRET not in error.message
         return
     assert isinstance(token, Token) and token.value.strip()
-    assert token.expires_at is not None and token.expires_at - NOW >= common.MIN_USEFUL_LIFETIME
+    assert (
+        token.expires_at is not None
+        and token.expires_at - NOW >= token_endpoint.MIN_USEFUL_LIFETIME
+    )

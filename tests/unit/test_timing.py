@@ -160,6 +160,5 @@ def test_write_retry_delay(
     expected: timedelta,
 ) -> None:
     assert (
-        write_retry_delay(failures, unreachable=unreachable, now=T0, expiries=expiries)
-        == expected
+        write_retry_delay(failures, unreachable=unreachable, now=T0, expiries=expiries) == expected
     )

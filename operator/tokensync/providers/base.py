@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from tokensync.endpoints import HttpClient
+from tokensync.providers.spec import SpecBlock
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,17 @@ class MintRequest:
 
 
 class Provider(Protocol):
-    """One module per provider implements this; ``registry.PROVIDERS`` lists them."""
+    """One module per provider implements this; ``registry.PROVIDERS`` lists them.
+
+    A provider subclasses it for ``required_credentials``, derived from its ``spec``.
+    """
 
     name: ClassVar[str]
+    spec: ClassVar[SpecBlock]  # its block of spec.provider, declared once
 
     def required_credentials(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
         """Keys the credentials Secret must hold for this spec."""
-        ...
+        return self.spec.required_credentials(spec)
 
     def shareable(self, spec: Mapping[str, Any]) -> bool:
         """Whether ProviderTokens with equal spec and credentials may share one token.

@@ -1,9 +1,9 @@
 """Biotz (IoT data ingestion): Keycloak password grant; workloads need the id_token.
 
-Credentials keys: ``username`` (the device's HTTP username,
-``<device-id>@devices.data-ingestion.biotz.io``) and ``password``. Renewals use the
-refresh-token grant while the refresh token lives, always keeping the newest one
-(Keycloak may rotate it), and fall back to the password grant when it is rejected.
+The ``username`` credential is the device's HTTP username,
+``<device-id>@devices.data-ingestion.biotz.io``. Renewals use the refresh-token grant
+while the refresh token lives, always keeping the newest one (Keycloak may rotate it), and
+fall back to the password grant when it is rejected.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from tokensync.endpoints import HttpResponse
-from tokensync.providers import common
-from tokensync.providers.base import InvalidCredentials, MintError, MintRequest, Token
+from tokensync.providers import token_endpoint
+from tokensync.providers.base import InvalidCredentials, MintError, MintRequest, Provider, Token
+from tokensync.providers.spec import TOKEN_URL, Credential, Field, SpecBlock
 
 OFFICIAL_TOKEN_URL = "https://auth.biotz.io/realms/biotz-platform/protocol/openid-connect/token"
-DEFAULT_CLIENT_ID = "biotz-platform-devices"
 
 
 class AccountDisabled(MintError):
@@ -48,11 +48,13 @@ class RefreshRejected(InvalidCredentials):
 
 def classify(response: HttpResponse, now: datetime, secrets: Iterable[str]) -> MintError:
     """Keycloak's answers: the same ``error`` code means different things by description."""
-    body = common.json_object(response) or {}
+    body = token_endpoint.json_object(response) or {}
     code = body.get("error")
     description = str(body.get("error_description") or "")
     lowered = description.lower()
-    detail = f"Keycloak answered {response.status} {code}: {common.redact(description, secrets)}"
+    detail = (
+        f"Keycloak answered {response.status} {code}: {token_endpoint.redact(description, secrets)}"
+    )
     if code == "invalid_grant":
         if "disabled" in lowered:
             return AccountDisabled(detail)
@@ -67,21 +69,27 @@ def classify(response: HttpResponse, now: datetime, secrets: Iterable[str]) -> M
         return InvalidClient(detail)
     if code == "invalid_request" and response.status == 403:
         return HttpsRequired(detail)
-    return common.classify_failure(response, now, secrets)
+    return token_endpoint.classify_failure(response, now, secrets)
 
 
-class Biotz:
+class Biotz(Provider):
     name: ClassVar[str] = "biotz"
-
-    def required_credentials(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
-        return ("username", "password")
+    spec: ClassVar[SpecBlock] = SpecBlock(
+        "Biotz (Keycloak password grant).",
+        fields=(
+            Field("tokenField", enum=("id_token", "access_token"), default="id_token"),
+            Field("clientId", default="biotz-platform-devices", min_length=1, max_length=256),
+            TOKEN_URL,
+        ),
+        credentials=(Credential("username"), Credential("password")),
+    )
 
     def shareable(self, spec: Mapping[str, Any]) -> bool:
         return False  # each token carries its own refresh token
 
     async def mint(self, request: MintRequest) -> Token:
-        client_id = str(request.spec.get("clientId") or DEFAULT_CLIENT_ID)
-        refresh = common.usable_refresh_token(request.state, request.now)
+        client_id = str(self.spec.value(request.spec, "clientId"))
+        refresh = token_endpoint.usable_refresh_token(request.state, request.now)
         if refresh is not None:
             try:
                 return await self._post(
@@ -106,12 +114,12 @@ class Biotz:
         )
 
     async def _post(self, request: MintRequest, form: dict[str, str]) -> Token:
-        url, official = common.endpoint(request.spec, OFFICIAL_TOKEN_URL)
-        token, body = await common.request_token(
+        url, official = token_endpoint.endpoint(request.spec, OFFICIAL_TOKEN_URL)
+        token, body = await token_endpoint.request_token(
             request,
             url,
             official=official,
-            token_field=str(request.spec.get("tokenField") or "id_token"),
+            token_field=str(self.spec.value(request.spec, "tokenField")),
             classify=classify,
             headers={"Accept": "application/json"},
             data=form,
@@ -120,5 +128,5 @@ class Biotz:
             value=token.value,
             expires_at=token.expires_at,
             minted_at=token.minted_at,
-            state=common.refresh_state(body, request.now),
+            state=token_endpoint.refresh_state(body, request.now),
         )

@@ -1,6 +1,6 @@
 """Podero (energy partner API): OAuth2 client credentials, Basic auth and a JSON body.
 
-Credentials keys: ``clientId``, ``clientSecret``; they belong to one environment.
+The credentials belong to one environment.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import base64
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from tokensync.providers import common
-from tokensync.providers.base import MintRequest, Token
+from tokensync.providers import token_endpoint
+from tokensync.providers.base import MintRequest, Provider, Token
+from tokensync.providers.spec import TOKEN_URL, Credential, Field, SpecBlock
 
 # The trailing slash matters: the server answers the slash-less path differently.
 TOKEN_URLS = {
@@ -19,21 +20,22 @@ TOKEN_URLS = {
 }
 
 
-class Podero:
+class Podero(Provider):
     name: ClassVar[str] = "podero"
-
-    def required_credentials(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
-        return ("clientId", "clientSecret")
+    spec: ClassVar[SpecBlock] = SpecBlock(
+        "Podero client credentials.",
+        fields=(Field("environment", enum=tuple(TOKEN_URLS), default="production"), TOKEN_URL),
+        credentials=(Credential("clientId"), Credential("clientSecret")),
+    )
 
     def shareable(self, spec: Mapping[str, Any]) -> bool:
         return True
 
     async def mint(self, request: MintRequest) -> Token:
-        url, official = common.endpoint(
-            request.spec, TOKEN_URLS[str(request.spec.get("environment") or "production")]
-        )
+        environment = self.spec.value(request.spec, "environment")
+        url, official = token_endpoint.endpoint(request.spec, TOKEN_URLS[environment])
         pair = f"{request.credentials['clientId']}:{request.credentials['clientSecret']}"
-        token, _ = await common.request_token(
+        token, _ = await token_endpoint.request_token(
             request,
             url,
             official=official,

@@ -1,4 +1,4 @@
-"""Token-endpoint plumbing every provider shares: the call, the answer, the error shapes."""
+"""The token-endpoint flow every provider shares: the call, the answer, the error shapes."""
 
 from __future__ import annotations
 
@@ -223,12 +223,6 @@ def token_from_success(
     if expires_at - now < MIN_USEFUL_LIFETIME:
         raise TokenExpired("provider handed out a token that is already expired")
     return Token(value=value, expires_at=expires_at, minted_at=now), body
-
-
-def check_success(response: HttpResponse, now: datetime, secrets: Iterable[str]) -> HttpResponse:
-    if 200 <= response.status < 300:
-        return response
-    raise classify_failure(response, now, secrets)
 
 
 async def request_token(

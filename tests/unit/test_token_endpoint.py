@@ -8,7 +8,7 @@ import jwt
 import pytest
 
 from tokensync.endpoints import HttpResponse
-from tokensync.providers import common
+from tokensync.providers import token_endpoint
 from tokensync.providers.base import (
     ExpiryUnknown,
     InvalidCredentials,
@@ -36,7 +36,7 @@ def jwt_with_exp(exp: datetime) -> str:
 
 
 def test_expires_in_wins() -> None:
-    token, _ = common.token_from_success(
+    token, _ = token_endpoint.token_from_success(
         answer(200, b'{"access_token":"abc","token_type":"bearer","expires_in":300}'), now=NOW
     )
     assert token.expires_at == NOW + timedelta(seconds=300)
@@ -44,7 +44,7 @@ def test_expires_in_wins() -> None:
 
 
 def test_expires_in_as_a_string_is_accepted() -> None:
-    token, _ = common.token_from_success(
+    token, _ = token_endpoint.token_from_success(
         answer(200, b'{"access_token":"abc","expires_in":"60"}'), now=NOW
     )
     assert token.expires_at == NOW + timedelta(seconds=60)
@@ -53,26 +53,28 @@ def test_expires_in_as_a_string_is_accepted() -> None:
 def test_jwt_exp_when_no_expires_in() -> None:
     exp = NOW + timedelta(minutes=7)
     body = f'{{"access_token":"{jwt_with_exp(exp)}"}}'.encode()
-    token, _ = common.token_from_success(answer(200, body), now=NOW)
+    token, _ = token_endpoint.token_from_success(answer(200, body), now=NOW)
     assert token.expires_at == exp
 
 
 def test_provider_default_then_fallback() -> None:
     body = b'{"access_token":"opaque"}'
-    token, _ = common.token_from_success(
+    token, _ = token_endpoint.token_from_success(
         answer(200, body), now=NOW, provider_default=timedelta(hours=48)
     )
     assert token.expires_at == NOW + timedelta(hours=48)
-    token, _ = common.token_from_success(answer(200, body), now=NOW, fallback=timedelta(hours=1))
+    token, _ = token_endpoint.token_from_success(
+        answer(200, body), now=NOW, fallback=timedelta(hours=1)
+    )
     assert token.expires_at == NOW + timedelta(hours=1)
     with pytest.raises(ExpiryUnknown, match="fallbackLifetime"):
-        common.token_from_success(answer(200, body), now=NOW)
+        token_endpoint.token_from_success(answer(200, body), now=NOW)
 
 
 def test_already_expired_token_is_refused() -> None:
     body = f'{{"access_token":"{jwt_with_exp(NOW - timedelta(seconds=5))}"}}'.encode()
     with pytest.raises(TokenExpired):
-        common.token_from_success(answer(200, body), now=NOW)
+        token_endpoint.token_from_success(answer(200, body), now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +83,7 @@ def test_already_expired_token_is_refused() -> None:
 )
 def test_unusable_success_answers(body: bytes) -> None:
     with pytest.raises(InvalidResponse):
-        common.token_from_success(answer(200, body), now=NOW, fallback=timedelta(hours=1))
+        token_endpoint.token_from_success(answer(200, body), now=NOW, fallback=timedelta(hours=1))
 
 
 @pytest.mark.parametrize(
@@ -103,13 +105,13 @@ def test_unusable_success_answers(body: bytes) -> None:
 def test_failures_are_classified_by_error_code_first(
     status: int, body: bytes, error: type[Exception]
 ) -> None:
-    assert type(common.classify_failure(answer(status, body), NOW, [])) is error
+    assert type(token_endpoint.classify_failure(answer(status, body), NOW, [])) is error
 
 
 def test_rate_limit_carries_retry_after_seconds_or_date() -> None:
-    limited = common.classify_failure(answer(429, b"", retry_after="17"), NOW, [])
+    limited = token_endpoint.classify_failure(answer(429, b"", retry_after="17"), NOW, [])
     assert isinstance(limited, RateLimited) and limited.retry_after == timedelta(seconds=17)
-    dated = common.classify_failure(
+    dated = token_endpoint.classify_failure(
         answer(503, b"", retry_after="Mon, 23 Nov 2026 10:01:00 GMT"), NOW, []
     )
     assert dated.retry_after == timedelta(minutes=1)
@@ -117,11 +119,13 @@ def test_rate_limit_carries_retry_after_seconds_or_date() -> None:
 
 
 def test_permanent_errors_are_marked() -> None:
-    assert common.classify_failure(answer(401, b'{"error":"invalid_client"}'), NOW, []).permanent
+    assert token_endpoint.classify_failure(
+        answer(401, b'{"error":"invalid_client"}'), NOW, []
+    ).permanent
 
 
 def test_echoed_secrets_are_redacted_from_messages() -> None:
     body = b'{"error":"invalid_grant","error_description":"password hunter2 is wrong"}'
-    error = common.classify_failure(answer(400, body), NOW, ["hunter2"])
+    error = token_endpoint.classify_failure(answer(400, body), NOW, ["hunter2"])
     assert "hunter2" not in error.message
     assert "***" in error.message
