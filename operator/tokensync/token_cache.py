@@ -18,14 +18,9 @@ class TokenCache:
     def __init__(self) -> None:
         self._items: dict[Key, Mapping[str, Any]] = {}
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def __iter__(self) -> Iterator[Key]:
+        # A copy: a requeue may run while watch events change what is held.
         return iter(list(self._items))
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
 
     def get(self, key: Key) -> Mapping[str, Any] | None:
         return self._items.get(key)
