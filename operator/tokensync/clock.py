@@ -2,8 +2,9 @@
 
 Every decision about time (renewals, retries, leases, Event times, the work queue's
 timers) reads this clock, never ``datetime.now`` or ``time.time`` of its own, so a test
-can move time and see the whole operator follow. Elapsed durations for metrics and
-logs are measured with ``time.perf_counter``: nothing is decided on them.
+can move time and see the whole operator follow. Elapsed durations (a mint's duration
+for metrics and logs, the Kubernetes client's credential refresh interval) are measured
+on the monotonic clocks: no renewal, retry or lease is decided on them.
 """
 
 from __future__ import annotations
