@@ -81,29 +81,44 @@ def _labels(view: ProviderTokenView, role: str) -> dict[str, str]:
     return labels
 
 
-def target_secret(
-    view: ProviderTokenView, token: Token, credentials_digest: str, digest: DigestKey
+def _owned_secret(
+    view: ProviderTokenView,
+    name: str,
+    role: str,
+    annotations: Mapping[str, str | None],
+    values: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The whole target Secret as tokensync wants it (create body and merge patch alike)."""
+    """A Secret this ProviderToken owns: its labels, its owner reference, ``values``
+    base64-encoded (create body and merge patch alike)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
-            "name": view.target_secret,
+            "name": name,
             "namespace": view.namespace,
-            "labels": _labels(view, names.ROLE_TOKEN),
-            "annotations": {
-                names.EXPIRES_ANNOTATION: format_time(token.expires_at) or "never",
-                names.MINTED_ANNOTATION: format_time(token.minted_at),
-                names.PROVIDER_ANNOTATION: view.provider,
-                names.CREDENTIALS_DIGEST_ANNOTATION: credentials_digest,
-                names.TOKEN_DIGEST_ANNOTATION: digest.of_text(token.value),
-            },
+            "labels": _labels(view, role),
+            "annotations": dict(annotations),
             "ownerReferences": _owner_references(view),
         },
-        "data": {view.target_key: base64.b64encode(token.value.encode()).decode("ascii")},
+        "data": {k: base64.b64encode(v.encode()).decode("ascii") for k, v in values.items()},
     }
+
+
+def target_secret(
+    view: ProviderTokenView, token: Token, credentials_digest: str, digest: DigestKey
+) -> dict[str, Any]:
+    """The whole target Secret as tokensync wants it."""
+    annotations = {
+        names.EXPIRES_ANNOTATION: format_time(token.expires_at) or "never",
+        names.MINTED_ANNOTATION: format_time(token.minted_at),
+        names.PROVIDER_ANNOTATION: view.provider,
+        names.CREDENTIALS_DIGEST_ANNOTATION: credentials_digest,
+        names.TOKEN_DIGEST_ANNOTATION: digest.of_text(token.value),
+    }
+    return _owned_secret(
+        view, view.target_secret, names.ROLE_TOKEN, annotations, {view.target_key: token.value}
+    )
 
 
 # Provider state (a refresh token) lives in a Secret of its own beside the target: never
@@ -187,23 +202,12 @@ def state_secret(
     view: ProviderTokenView, question: StateQuestion, state: Mapping[str, str]
 ) -> dict[str, Any]:
     """The state Secret for ``question``; empty ``state`` discards what was saved."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": state_secret_name(view),
-            "namespace": view.namespace,
-            "labels": _labels(view, names.ROLE_STATE),
-            "annotations": {
-                names.PROVIDER_ANNOTATION: question.provider,
-                names.SPEC_DIGEST_ANNOTATION: question.spec_digest,
-                names.CREDENTIALS_DIGEST_ANNOTATION: question.credentials_digest,
-            },
-            "ownerReferences": _owner_references(view),
-        },
-        "data": {k: base64.b64encode(v.encode()).decode("ascii") for k, v in state.items()},
+    annotations = {
+        names.PROVIDER_ANNOTATION: question.provider,
+        names.SPEC_DIGEST_ANNOTATION: question.spec_digest,
+        names.CREDENTIALS_DIGEST_ANNOTATION: question.credentials_digest,
     }
+    return _owned_secret(view, state_secret_name(view), names.ROLE_STATE, annotations, state)
 
 
 def _owner_references(view: ProviderTokenView) -> list[dict[str, Any]]:
