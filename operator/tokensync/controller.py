@@ -9,9 +9,10 @@ moves on and ``Reconciler.write_status`` finishes the token as a follow-up.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections import defaultdict
 from collections.abc import Awaitable, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from tokensync import metrics
@@ -39,8 +40,8 @@ class Controller:
         clock: Clock,
     ) -> None:
         self._reconciler = reconciler
-        self.tokens = tokens
-        self.secrets = secrets
+        self._tokens = tokens
+        self._secrets = secrets
         self._clock = clock
         self._referrers: dict[Key, set[Key]] = defaultdict(set)
         self._references: dict[Key, tuple[Key, ...]] = {}
@@ -56,12 +57,12 @@ class Controller:
     def observe_token(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         key = object_key(body)
         if event_type == "DELETED":
-            self.tokens.forget(key)
+            self._tokens.forget(key)
             self._index(key, ())
             self.queue.forget(key)
             self._reconciler.forget(key)
             return
-        if not self.tokens.observe(body):
+        if not self._tokens.observe(body):
             return
         spec = body.get("spec") or {}
         namespace = key[0]
@@ -78,11 +79,11 @@ class Controller:
 
     def requeue_all(self) -> None:
         """Look at every token again (this replica just became the leader)."""
-        for key in self.tokens:
+        for key in self._tokens:
             self.queue.enqueue(key)
 
     def observe_secret(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        if not self.secrets.observe(event_type, body):
+        if not self._secrets.observe(event_type, body):
             return
         for referrer in self._referrers.get(object_key(body), ()):
             self.queue.enqueue(referrer)
@@ -100,7 +101,7 @@ class Controller:
                 self._referrers[secret].add(key)
 
     async def _process(self, key: Key) -> Awaitable[None] | None:
-        body = self.tokens.get(key)
+        body = self._tokens.get(key)
         if body is None:
             return None
         try:
@@ -112,7 +113,7 @@ class Controller:
             # The token is in its Secret: the worker moves on to the next token while
             # this key stays busy until its status is written.
             return self._write_status(key, outcome)
-        self._schedule(key, outcome)
+        self.queue.schedule(key, outcome)
         return None
 
     async def _write_status(self, key: Key, pending: PendingStatus) -> None:
@@ -121,9 +122,6 @@ class Controller:
         except Exception as error:
             self._unexpected(key, error)
             due = self._clock() + _ERROR_RETRY
-        self._schedule(key, due)
-
-    def _schedule(self, key: Key, due: datetime | None) -> None:
         self.queue.schedule(key, due)
 
     @staticmethod
@@ -133,4 +131,5 @@ class Controller:
         logger.error(
             "reconcile of %s/%s failed unexpectedly: %s", key[0], key[1], type(error).__name__
         )
-        logger.debug("traceback of the failed reconcile", exc_info=True)
+        # The stack without the message, for the same reason (even at debug level).
+        logger.debug("where: %s", "".join(traceback.format_tb(error.__traceback__)))

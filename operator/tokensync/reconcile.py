@@ -39,6 +39,7 @@ from tokensync.model import (
     ProviderTokenView,
     SpecInvalid,
     format_time,
+    object_key,
     parse_provider_token,
 )
 from tokensync.providers.base import MintError, MintRequest, Provider, Token
@@ -90,14 +91,26 @@ class Memory:
     write_failures: int = 0
     last_write_unreachable: bool = False
 
-    def count_write_failure(self, unreachable: bool) -> int:
-        """The count starts again when the API server goes from silent to refusing (or
-        back): a server just back may refuse for a moment."""
+    def write_backoff(
+        self, error: ApiError, serving_until: datetime | None, now: datetime
+    ) -> timedelta:
+        """How long until the token in hand is written again (``timing.write_retry_delay``).
+
+        The count starts again when the API server goes from silent to refusing (or
+        back): a server just back may refuse for a moment.
+        """
+        unreachable = error.status == 0
         if unreachable != self.last_write_unreachable:
             self.write_failures = 0
             self.last_write_unreachable = unreachable
         self.write_failures += 1
-        return self.write_failures
+        held_until = self.held.expires_at if self.held is not None else None
+        return write_retry_delay(
+            self.write_failures,
+            unreachable=unreachable,
+            now=now,
+            expiries=(serving_until, held_until),
+        )
 
 
 @dataclass(frozen=True)
@@ -162,7 +175,7 @@ class Reconciler:
         try:
             view = parse_provider_token(body)
         except SpecInvalid as invalid:
-            logger.warning("invalid spec %s", _describe(body))
+            logger.warning("invalid spec %s/%s", *object_key(body))
             await self._report_invalid(body, str(invalid))
             return None
         memory = self._memory.setdefault(view.key, Memory())
@@ -199,7 +212,7 @@ class Reconciler:
         refused = await self._patch_status(view.namespace, view.name, pending.report.patch)
         if refused is not None:
             now = self._clock()
-            return now + self._write_backoff(memory, refused, view.status.expires_at, now)
+            return now + memory.write_backoff(refused, view.status.expires_at, now)
         memory.pending = False
         memory.write_failures = 0
         if pending.duration is not None:
@@ -246,7 +259,6 @@ class Reconciler:
         memory: Memory,
     ) -> Outcome:
         memory.attempted_digest = digest
-        started = time.perf_counter()
         question = state_question(view, digest, self._digest)
         state_body = await self._secrets.labelled(view.namespace, state_secret_name(view))
         saved = provider_state(state_body, view, question)
@@ -262,6 +274,7 @@ class Reconciler:
             fallback_lifetime=view.fallback_lifetime,
             state=saved.values,
         )
+        started = time.perf_counter()
         try:
             with metrics.provider_context(view.provider):
                 if provider.shareable(view.provider_spec):
@@ -289,15 +302,14 @@ class Reconciler:
                 duration,
             )
             return await self._fail(view, target, error, attempted=True)
+        duration = time.perf_counter() - started
         metrics.MINTS.labels(view.provider, "success", cause.value).inc()
-        metrics.MINT_DURATION.labels(view.provider).observe(time.perf_counter() - started)
+        metrics.MINT_DURATION.labels(view.provider).observe(duration)
         if token.state is not None and token.state != saved.values:
             await self._secret_writes.save_state(view, question, token.state)
         memory.held = token
         memory.pending = True
-        return await self._write(
-            view, token, digest, cause, memory, duration=time.perf_counter() - started
-        )
+        return await self._write(view, token, digest, cause, memory, duration=duration)
 
     async def _write(
         self,
@@ -316,7 +328,7 @@ class Reconciler:
             return await self._fail(view, None, conflict)
         except ApiError as error:
             now = self._clock()
-            delay = self._write_backoff(memory, error, view.status.expires_at, now)
+            delay = memory.write_backoff(error, view.status.expires_at, now)
             logger.warning(
                 "secret write failed %s/%s status=%s; writing the same token again in %ss",
                 view.namespace,
@@ -329,18 +341,6 @@ class Reconciler:
         renewal = renewal_time(token.minted_at, token.expires_at, view.refresh, self._jitter())
         report = status.minted(view, token, renewal, now)
         return PendingStatus(view, report, renewal, cause, duration, memory)
-
-    def _write_backoff(
-        self, memory: Memory, error: ApiError, serving_until: datetime | None, now: datetime
-    ) -> timedelta:
-        unreachable = error.status == 0
-        held_until = memory.held.expires_at if memory.held is not None else None
-        return write_retry_delay(
-            memory.count_write_failure(unreachable),
-            unreachable=unreachable,
-            now=now,
-            expiries=(serving_until, held_until),
-        )
 
     async def _fail(
         self,
@@ -375,10 +375,7 @@ class Reconciler:
         """A spec the schema let through but tokensync cannot serve, once per generation."""
         report = status.invalid(body, message, self._clock())
         if report is not None:
-            metadata = body.get("metadata") or {}
-            await self._patch_status(
-                metadata.get("namespace", ""), metadata.get("name", ""), report.patch
-            )
+            await self._patch_status(*object_key(body), report.patch)
 
     async def _patch_status(
         self, namespace: str, name: str, patch: Mapping[str, Any]
@@ -402,8 +399,3 @@ class Reconciler:
             await self._events.record(
                 ref, announcement.type, announcement.reason, announcement.note
             )
-
-
-def _describe(body: Mapping[str, Any]) -> str:
-    metadata = body.get("metadata") or {}
-    return f"{metadata.get('namespace')}/{metadata.get('name')}"

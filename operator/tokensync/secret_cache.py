@@ -66,8 +66,7 @@ class SecretCache:
         noticed at once. One write, the first time only; returns the Secret as held."""
         if names.ROLE_LABEL in _labels(secret):
             return secret
-        metadata = secret.get("metadata") or {}
-        namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
+        namespace, name = object_key(secret)
         try:
             secret = await self._kube.patch_secret(
                 namespace,

@@ -43,9 +43,6 @@ class SharedMints:
         self._inflight: dict[str, asyncio.Future[Token]] = {}
         self._stores = 0
 
-    def __len__(self) -> int:
-        return len(self._latest)
-
     def fresh(
         self, key: str, policy: RefreshPolicy, now: datetime, newer_than: datetime | None
     ) -> Token | None:

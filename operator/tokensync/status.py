@@ -35,7 +35,7 @@ class Announcement:
     note: str
 
 
-def ready_condition(
+def _ready_condition(
     previous: Status,
     generation: int | None,
     ready: bool,
@@ -69,7 +69,7 @@ def minted(
         if renewal
         else "token does not expire; minted again only when the spec or credentials change"
     )
-    condition = ready_condition(view.status, view.generation, True, "Minted", message, now)
+    condition = _ready_condition(view.status, view.generation, True, "Minted", message, now)
     patch = _patch(
         view.generation,
         condition,
@@ -99,7 +99,7 @@ def failed(
         else ""
     )
     message = f"{error.message}{kept}; next attempt at {format_time(next_try)}"
-    condition = ready_condition(view.status, view.generation, False, error.reason, message, now)
+    condition = _ready_condition(view.status, view.generation, False, error.reason, message, now)
     patch = _patch(
         view.generation,
         condition,
@@ -120,7 +120,7 @@ def invalid(body: Mapping[str, Any], message: str, now: datetime) -> Report | No
     if previous.reason == InvalidSpec.reason and previous.observed_generation == generation:
         return None
     # A fresh transition time: the previous condition may be of an older, valid spec.
-    condition = ready_condition(Status(), generation, False, InvalidSpec.reason, message, now)
+    condition = _ready_condition(Status(), generation, False, InvalidSpec.reason, message, now)
     return Report(_patch(generation, condition), message)
 
 
