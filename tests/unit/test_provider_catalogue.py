@@ -25,9 +25,11 @@ NAMES = PROVIDERS.names()
 
 
 def docs_sections() -> dict[str, str]:
-    """docs/providers.md's one-word ``## name`` sections."""
-    parts = re.split(r"^## (\S+)[ \t]*$", (ROOT / "docs/providers.md").read_text(), flags=re.M)
-    return dict(zip(parts[1::2], parts[2::2], strict=True))
+    """docs/providers.md's one-word ``## name`` sections, each up to the next heading of
+    any kind (the last provider's section does not run on into "Adding a provider")."""
+    parts = re.split(r"^## (.+?)[ \t]*$", (ROOT / "docs/providers.md").read_text(), flags=re.M)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    return {title: text for title, text in sections.items() if " " not in title}
 
 
 def example_blocks() -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -128,7 +130,10 @@ def test_a_value_is_the_given_one_or_the_declared_default() -> None:
     assert BLOCK.value({}, "mode") == "a"
     assert BLOCK.value({"mode": None}, "mode") == "a"  # as the API server prunes a null
     assert BLOCK.value({"mode": "b"}, "mode") == "b"
+    # Empty where a default exists: a manifest `tokensync mint` reads, never admitted.
+    assert BLOCK.value({"mode": ""}, "mode") == "a"
     assert BLOCK.value({}, "free") is None
+    assert BLOCK.value({"free": ""}, "free") == ""
     with pytest.raises(KeyError, match="no field 'typo' is declared"):
         BLOCK.value({}, "typo")
 

@@ -129,3 +129,20 @@ def test_echoed_secrets_are_redacted_from_messages() -> None:
     error = token_endpoint.classify_failure(answer(400, body), NOW, ["hunter2"])
     assert "hunter2" not in error.message
     assert "***" in error.message
+
+
+@pytest.mark.parametrize(
+    ("echoed", "secrets"),
+    [
+        # A secret that begins with another one (a client id) is not left half shown.
+        ("client svc secret svc-S3cretValue", ["svc", "svc-S3cretValue"]),
+        # As a form body or a query string carried it.
+        ("got password=p%40ss+w%2Frd", ["p@ss w/rd"]),
+        ("got password=p%40ss%20w%2Frd", ["p@ss w/rd"]),
+    ],
+)
+def test_a_secret_is_redacted_in_every_form_it_was_sent_in(echoed: str, secrets: list[str]) -> None:
+    redacted = token_endpoint.redact(echoed, secrets)
+    assert "S3cret" not in redacted
+    assert "w%2Frd" not in redacted and "w/rd" not in redacted
+    assert "***" in redacted

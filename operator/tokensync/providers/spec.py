@@ -142,9 +142,11 @@ class SpecBlock:
         raise KeyError(f"no field {name!r} is declared")
 
     def value(self, spec: Mapping[str, Any], name: str) -> Any:
-        """The spec's value of a declared field, or its default where the spec has none."""
-        value = spec.get(name)
-        return self.field(name).default if value is None else value
+        """The spec's value of a declared field, or its default where the spec has none
+        (absent, null or empty: the API server refuses an empty value where a default
+        exists, and ``tokensync mint`` reads manifests the API server never saw)."""
+        value, default = spec.get(name), self.field(name).default
+        return default if value is None or (value == "" and default is not None) else value
 
     def required_credentials(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import jwt
 
@@ -70,10 +71,19 @@ async def call(
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Remove any secret value a provider may echo back, and bound the length."""
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, "***")
+    """Remove any secret value a provider may echo back, and bound the length.
+
+    Also in the forms the request carried it (form- and URL-encoded), and longest first,
+    so a secret that begins with a shorter one (a client id) is not left half shown.
+    """
+    forms = {
+        form
+        for secret in secrets
+        if secret and len(secret) >= 3
+        for form in (secret, quote_plus(secret), quote(secret, safe=""))
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
     text = " ".join(text.split())
     return text if len(text) <= _MAX_DESCRIPTION else text[: _MAX_DESCRIPTION - 1] + "…"
 
@@ -240,7 +250,11 @@ async def request_token(
 
     Everything that may be echoed back (credentials, saved state) is redacted from errors.
     """
-    secrets = (*request.credentials.values(), *request.state.values())
+    secrets = [*request.credentials.values(), *request.state.values()]
+    authorization = (http_request.get("headers") or {}).get("Authorization")
+    if authorization:
+        # A Basic pair or a bearer key, as sent: an echo of the header hides it too.
+        secrets.append(authorization.partition(" ")[2])
     response = await call(request.http, "POST", url, official=official, **http_request)
     if not 200 <= response.status < 300:
         raise classify(response, request.now, secrets)
