@@ -44,6 +44,7 @@ from support.pod import (
     Probe,
     Rendering,
     documents,
+    of_kind,
     translate,
     write_service_account,
 )
@@ -235,6 +236,7 @@ def running(
         container=f"tokensync-test-{name}",
         extra_args=extra_args,
         labels={LABEL: "image"},
+        services=of_kind(rendering.objects, "Service"),
     )
     # The image the manifest names is this build (imagePullPolicy IfNotPresent: present).
     docker.run("tag", image.tag, run.image)
@@ -280,7 +282,9 @@ def ready_and_running(pod: Pod) -> bool:
 def assert_clean_logs(pod: Pod, client_secret: str, issued: Sequence[str]) -> None:
     logs = pod.logs()
     assert "minted" in logs, logs
-    assert client_secret not in logs
+    # A bool, so that a failure does not print the secret it found.
+    secret_logged = client_secret in logs
+    assert not secret_logged, f"the client secret is in docker logs of {pod.name}"
     leaked = [token[:6] + "…" for token in issued if token in logs]
     assert not leaked, f"tokens in docker logs of {pod.name}: {leaked}"
     assert "Traceback" not in logs, logs

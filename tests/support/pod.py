@@ -57,6 +57,7 @@ _POD_FIELDS = {
     "securityContext",
     "volumes",
     "terminationGracePeriodSeconds",
+    "enableServiceLinks",
     *_IGNORED,
 }
 _CONTAINER_FIELDS = {
@@ -243,6 +244,41 @@ def _security(pod_context: Mapping[str, Any], container_context: Mapping[str, An
     return options
 
 
+# No Service is reachable at its cluster IP here (host networking): the address only
+# shapes the values, as a kubelet writes them.
+SERVICE_CLUSTER_IP = "10.96.0.100"
+
+
+def _service_links(services: Iterable[Mapping[str, Any]], namespace: str) -> dict[str, str]:
+    """The Docker-link variables a kubelet sets for every Service of the pod's namespace
+    (``<NAME>_SERVICE_HOST``, ``<NAME>_PORT=tcp://...``, ...): names a program's own
+    environment variables can collide with."""
+    env: dict[str, str] = {}
+    for service in services:
+        metadata = service.get("metadata") or {}
+        ports = (service.get("spec") or {}).get("ports") or []
+        if metadata.get("namespace", namespace) != namespace or not ports:
+            continue
+        prefix = str(metadata["name"]).upper().replace("-", "_")
+        ip = SERVICE_CLUSTER_IP
+        first = ports[0]
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        env[f"{prefix}_SERVICE_PORT"] = str(first["port"])
+        env[f"{prefix}_PORT"] = f"{first.get('protocol', 'TCP').lower()}://{ip}:{first['port']}"
+        for port in ports:
+            protocol = port.get("protocol", "TCP")
+            if port.get("name"):
+                env[f"{prefix}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(
+                    port["port"]
+                )
+            link = f"{prefix}_PORT_{port['port']}_{protocol}"
+            env[link] = f"{protocol.lower()}://{ip}:{port['port']}"
+            env[f"{link}_PROTO"] = protocol.lower()
+            env[f"{link}_PORT"] = str(port["port"])
+            env[f"{link}_ADDR"] = ip
+    return env
+
+
 def _env(container: Mapping[str, Any], pod: PodSite, service_account: str | None) -> dict[str, str]:
     if container.get("envFrom"):
         raise Untranslatable("envFrom")
@@ -328,8 +364,13 @@ def translate(
     container: str,
     extra_args: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
+    services: Iterable[Mapping[str, Any]] = (),
 ) -> ContainerRun:
-    """The Deployment's one container as ``docker run`` would start it on ``pod``."""
+    """The Deployment's one container as ``docker run`` would start it on ``pod``.
+
+    ``services``: the Services a kubelet would find in the pod's namespace; unless the pod
+    sets ``enableServiceLinks: false``, each becomes environment variables, as it does.
+    """
     spec = deployment["spec"]["template"]["spec"]
     _unknown("pod spec", spec, _POD_FIELDS)
     if len(spec["containers"]) != 1 or spec.get("initContainers"):
@@ -349,6 +390,8 @@ def translate(
             "KUBERNETES_SERVICE_HOST": pod.api_host,
             "KUBERNETES_SERVICE_PORT": str(pod.api_port),
         }
+    if spec.get("enableServiceLinks", True):
+        env = _service_links(services, pod.namespace) | env
     merged_security = {**(spec.get("securityContext") or {}), **(body.get("securityContext") or {})}
 
     options = [
