@@ -72,7 +72,14 @@ make_rootfs() {
 
   # pip in `docker build` goes through the same proxy as the host: same CAs, same config.
   cp "$ca_bundle" "$root/etc/ssl/certs/ca-certificates.crt"
-  if [[ -r "$pip_conf" ]]; then cp "$pip_conf" "$root/etc/pip.conf"; fi
+  # Never a password into an image layer: user:password@ in an index or proxy URL is
+  # dropped (and said), the rest of the configuration kept.
+  if [[ -r "$pip_conf" ]]; then
+    if grep -qE '://[^/@[:space:]]+@' "$pip_conf"; then
+      echo "warning: $pip_conf names credentials in a URL; the stand-in gets it without them" >&2
+    fi
+    sed -E 's#://[^/@[:space:]]+@#://#g' "$pip_conf" >"$root/etc/pip.conf"
+  fi
   # What a Debian "slim" image (the official one's base) does not ship either: docs
   # but their copyright files, man and info pages, translations, apt's caches.
   find "$root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
