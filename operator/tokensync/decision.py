@@ -64,6 +64,7 @@ class TargetConflict(MintError):
 
 class CredentialsNotFound(MintError):
     reason = "CredentialsNotFound"
+    awaits_user = True
 
 
 class CredentialsUnreadable(MintError):

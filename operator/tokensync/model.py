@@ -85,6 +85,7 @@ def resource_version(body: Mapping[str, Any]) -> int:
 class Status:
     ready: str | None = None
     reason: str | None = None
+    message: str | None = None
     last_transition: str | None = None
     observed_generation: int | None = None
     expires_at: datetime | None = None
@@ -103,6 +104,7 @@ class Status:
         return cls(
             ready=ready.get("status"),
             reason=ready.get("reason"),
+            message=ready.get("message"),
             last_transition=ready.get("lastTransitionTime"),
             observed_generation=generation if isinstance(generation, int) else None,
             expires_at=parse_time(status.get("expiresAt")),

@@ -55,7 +55,7 @@ from tokensync.secret_bodies import (
 )
 from tokensync.secret_writes import SecretWrites
 from tokensync.sharing import SharedMints, share_key
-from tokensync.timing import renewal_time, retry_delay, write_retry_delay
+from tokensync.timing import renewal_time, retry_delay, urgent, write_retry_delay
 
 logger = logging.getLogger("tokensync.reconcile")
 
@@ -292,7 +292,11 @@ class Reconciler:
             duration = time.perf_counter() - started
             metrics.MINTS.labels(view.provider, "failure", error.reason).inc()
             metrics.MINT_DURATION.labels(view.provider).observe(duration)
-            logger.warning(
+            # Once per failure in the log; a token retried every few seconds while its
+            # provider is down repeats it at debug only (the status and metrics count).
+            repeated = view.status.ready == "False" and view.status.reason == error.reason
+            logger.log(
+                logging.DEBUG if repeated else logging.WARNING,
                 "mint failed %s/%s provider=%s cause=%s reason=%s duration=%.3fs",
                 view.namespace,
                 view.name,
@@ -354,17 +358,23 @@ class Reconciler:
         now = self._clock()
         if not attempted and status.already_reported(view, error, now):
             return view.status.renewal_time
-        attempts = view.status.failed_attempts + 1
         serving_until = target.expires_at if target is not None else None
+        # Without a Secret the workload has nothing: as urgent as an expired token.
+        serving_for = target.valid_for(now) if target is not None else timedelta(0)
         delay = retry_delay(
-            attempts,
+            now - status.failing_since(view, now),
+            serving_for=serving_for,
             permanent=error.permanent,
+            awaits_user=error.awaits_user,
             jitter=self._jitter(),
             retry_after=error.retry_after,
-            remaining_lifetime=serving_until - now if serving_until else None,
         )
         next_try = now + delay
-        report = status.failed(view, error, attempts, next_try, serving_until, now)
+        attempts = view.status.failed_attempts + 1
+        chasing = urgent(serving_for, permanent=error.permanent, awaits_user=error.awaits_user)
+        report = status.failed(view, error, attempts, next_try, serving_until, now, urgent=chasing)
+        if status.repeats(view, error, report):
+            return next_try
         if await self._patch_status(view.namespace, view.name, report.patch) is not None:
             # Not reported, but not retried sooner than the failure itself asks for.
             return next_try

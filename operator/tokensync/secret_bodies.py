@@ -13,7 +13,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tokensync import names
@@ -48,6 +48,15 @@ class TargetState:
     token_intact: bool
     credentials_digest: str | None
     expires_at: datetime | None
+
+    def valid_for(self, now: datetime) -> timedelta | None:
+        """How long the workload keeps a usable token from this Secret: zero once it
+        has expired or was edited, ``None`` for a token that never expires."""
+        if not self.token_intact:
+            return timedelta(0)
+        if self.expires_at is None:
+            return None
+        return max(self.expires_at - now, timedelta(0))
 
 
 def target_state(

@@ -14,8 +14,9 @@ from typing import Any
 
 from tokensync import names
 from tokensync.decision import Cause, TargetConflict
-from tokensync.model import ProviderTokenView, Status, format_time
+from tokensync.model import ProviderTokenView, Status, format_time, parse_time
 from tokensync.providers.base import InvalidSpec, MintError, Token
+from tokensync.timing import URGENT_MIN, URGENT_SPREAD
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,30 @@ def failed(
     next_try: datetime,
     serving_until: datetime | None,
     now: datetime,
+    *,
+    urgent: bool = False,
 ) -> Report:
-    """Not Ready, why, whether the last good token still serves, and when tokensync
-    tries again."""
-    kept = (
-        f"; the last good token stays in the Secret until {format_time(serving_until)}"
-        if serving_until is not None and serving_until > now
-        else ""
-    )
-    message = f"{error.message}{kept}; next attempt at {format_time(next_try)}"
+    """Not Ready, why, what the Secret holds meanwhile, and when tokensync tries again.
+
+    While ``urgent`` (the token has expired or is about to) the message gives the
+    interval, not the next time: it stays the same from one attempt to the next, so
+    ``repeats`` spares the status a write every few seconds.
+    """
+    if serving_until is None:
+        kept = ""
+    elif serving_until > now:
+        kept = f"; the last good token stays in the Secret until {format_time(serving_until)}"
+    else:
+        kept = f"; the token in the Secret expired at {format_time(serving_until)}"
+    if urgent:
+        low, high = (
+            int(URGENT_MIN.total_seconds()),
+            int((URGENT_MIN + URGENT_SPREAD).total_seconds()),
+        )
+        then = f"trying again every {low}-{high} s until it succeeds"
+    else:
+        then = f"next attempt at {format_time(next_try)}"
+    message = f"{error.message}{kept}; {then}"
     condition = _ready_condition(view.status, view.generation, False, error.reason, message, now)
     patch = _patch(
         view.generation,
@@ -109,6 +125,23 @@ def failed(
         lastRenewRequest=view.renew_request,
     )
     return Report(patch, message)
+
+
+def repeats(view: ProviderTokenView, error: MintError, report: Report) -> bool:
+    """The status already says exactly this failure: writing it again tells nobody
+    anything (only the attempt count and the next time would change)."""
+    return _reports(view, error) and view.status.message == report.message
+
+
+def failing_since(view: ProviderTokenView, now: datetime) -> datetime:
+    """When the failure began: the Ready condition turned False for this generation
+    (it keeps that time while the reason changes); ``now`` for a first failure."""
+    status = view.status
+    if status.ready == "False" and status.observed_generation == view.generation:
+        since = parse_time(status.last_transition)
+        if since is not None and since <= now:
+            return since
+    return now
 
 
 def invalid(body: Mapping[str, Any], message: str, now: datetime) -> Report | None:
@@ -128,14 +161,18 @@ def already_reported(view: ProviderTokenView, error: MintError, now: datetime) -
     """A failure found before any request (credentials missing, a conflict) that the
     status already reports, for this generation, with its retry still ahead: our own
     status write triggers a new look, and that look must not write once more."""
+    renewal = view.status.renewal_time
+    return _reports(view, error) and renewal is not None and renewal > now
+
+
+def _reports(view: ProviderTokenView, error: MintError) -> bool:
+    """Ready=False for this very reason, generation and renewal request."""
     status = view.status
     return (
         status.ready == "False"
         and status.reason == error.reason
         and status.observed_generation == view.generation
         and status.last_renew_request == view.renew_request
-        and status.renewal_time is not None
-        and status.renewal_time > now
     )
 
 

@@ -22,10 +22,28 @@ DEFAULT_REMAINING_FRACTION = 1 / 3
 JITTER_FRACTION = 0.10
 JITTER_CAP = timedelta(seconds=60)
 
+# A failure the far side will end (the provider down, slow, rate limiting, answering
+# garbage): the wait grows with how long the failure has lasted, not with how many
+# attempts were made, so attempts forced close together by a short-lived token do not
+# push the next one out. Half the failure's age: each wait about 1.4x the one before.
 TRANSIENT_BASE = timedelta(seconds=2)
+TRANSIENT_GROWTH = 0.5
 TRANSIENT_CAP = timedelta(minutes=5)
+# Once the token in the Secret has expired, or will within this margin, the workload is
+# broken or about to be: ask again every few seconds until the provider answers. The
+# wait is drawn uniformly from [URGENT_MIN, URGENT_MIN + URGENT_SPREAD): the tokens of one
+# provider meet its return spread over those seconds (a quarter of them per second at
+# most), and every one has a fresh token within URGENT_MIN + URGENT_SPREAD of it.
+URGENT_MARGIN = timedelta(seconds=60)
+URGENT_MIN = timedelta(seconds=2)
+URGENT_SPREAD = timedelta(seconds=4)
+# Bad credentials and the like: a locked account stays locked if hammered.
 PERMANENT_BASE = timedelta(minutes=5)
+PERMANENT_GROWTH = 1.0
 PERMANENT_CAP = timedelta(hours=1)
+# A provider's Retry-After is honoured up to this: a mistaken header must not park a
+# token for hours.
+RETRY_AFTER_CAP = timedelta(minutes=5)
 MIN_RETRY = timedelta(seconds=1)
 
 # After a failed Secret or status write the token is in hand: write it again soon.
@@ -92,30 +110,57 @@ def renewal_time(
 
 
 def retry_delay(
-    attempt: int,
+    failing_for: timedelta,
     *,
+    serving_for: timedelta | None,
     permanent: bool,
     jitter: float,
+    awaits_user: bool = False,
     retry_after: timedelta | None = None,
-    remaining_lifetime: timedelta | None = None,
 ) -> timedelta:
-    """Delay before retry number ``attempt`` (1-based) of a failed mint.
+    """Delay before the next attempt of a mint that has failed for ``failing_for``.
 
-    Transient failures back off exponentially with jitter, honour ``Retry-After``, and
-    are bounded so that a retry still comes while the current token is valid (half the
-    remaining lifetime at most). Permanent failures (bad credentials) are retried slowly,
-    not bounded by the token's life: hammering a locked account keeps it locked.
+    ``serving_for`` is how long the token in the Secret stays valid (zero when there is
+    none or it has expired, ``None`` when it never expires).
+
+    - Permanent failures (bad credentials) wait 5 minutes, then as long as they have
+      lasted, up to an hour; the token's life does not pull them in.
+    - Other failures wait half as long as they have lasted (2 s to 5 min, equal jitter),
+      and never past half the token's remaining life, so an attempt comes before it ends.
+    - Once that token has expired or is within ``URGENT_MARGIN`` of it, attempts come
+      every 2-6 s (uniform) until the provider answers: the workload is broken now.
+      Not for failures only a person can end (``awaits_user``: a Secret to create).
+    - ``Retry-After`` is honoured (up to ``RETRY_AFTER_CAP``), also over the above.
     """
-    base, cap = (PERMANENT_BASE, PERMANENT_CAP) if permanent else (TRANSIENT_BASE, TRANSIENT_CAP)
-    exponent = min(max(attempt, 1) - 1, 20)
-    backoff = min(base * (2**exponent), cap)
-    # Equal jitter: between half and all of the backoff, so retries spread but never vanish.
-    delay = backoff / 2 + (backoff / 2) * _unit(jitter)
+    if permanent:
+        delay = _equal_jitter(failing_for, PERMANENT_BASE, PERMANENT_GROWTH, PERMANENT_CAP, jitter)
+    elif urgent(serving_for, permanent=permanent, awaits_user=awaits_user):
+        delay = URGENT_MIN + URGENT_SPREAD * _unit(jitter)
+    else:
+        delay = _equal_jitter(failing_for, TRANSIENT_BASE, TRANSIENT_GROWTH, TRANSIENT_CAP, jitter)
+        if serving_for is not None:
+            delay = min(delay, max(serving_for / 2, URGENT_MIN))
     if retry_after is not None:
-        delay = max(delay, retry_after)
-    if not permanent and remaining_lifetime is not None and remaining_lifetime > timedelta(0):
-        delay = min(delay, remaining_lifetime / 2)
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay if delay > MIN_RETRY else MIN_RETRY
+
+
+def urgent(serving_for: timedelta | None, *, permanent: bool, awaits_user: bool) -> bool:
+    """Whether a failed mint is retried every few seconds (see ``retry_delay``)."""
+    return (
+        not permanent
+        and not awaits_user
+        and serving_for is not None
+        and serving_for <= URGENT_MARGIN
+    )
+
+
+def _equal_jitter(
+    failing_for: timedelta, base: timedelta, growth: float, cap: timedelta, jitter: float
+) -> timedelta:
+    """Between half and all of the backoff: retries spread but never vanish."""
+    backoff = min(max(failing_for * growth, base), cap)
+    return backoff / 2 + (backoff / 2) * _unit(jitter)
 
 
 def write_retry_delay(

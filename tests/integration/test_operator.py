@@ -192,6 +192,36 @@ def test_client_secret_post(
     assert b"client_secret=" in request.body and b"scope=read+write" in request.body
 
 
+def test_a_token_that_expired_in_an_outage_is_fresh_seconds_after_the_provider_returns(
+    cluster: Cluster, oauth2_server: FakeOAuth2Server, subject: Subject
+) -> None:
+    """Issue 16 as a user met it: a 12 s token, its provider down 7.5 s from the renewal
+    on. The token expires during the outage; the next attempt used to come a minute
+    later. Now the Secret holds a fresh token within seconds of the provider's return."""
+    oauth2_server.clients[subject.client_id].expires_in = 12
+    apply_token(cluster, oauth2_server, subject)
+    first = first_token(cluster, subject)
+    minted_at = oauth2_server.issued_to(subject.client_id)[-1].issued_at
+    # Renewal is due about 6 s after the mint; down from then until 13.5 s.
+    back_at = minted_at + 13.5
+    oauth2_server.outage(subject.client_id, seconds=back_at - time.time())
+    expired = wait_ready(cluster, subject, status="False", timeout_s=20)
+    assert expired["reason"] == "ProviderUnavailable"
+    fresh = wait_for(
+        lambda: (v := cluster.secret_value(subject.namespace, subject.target)) != first and v,
+        timeout_s=30,
+        what="a fresh token after the outage",
+    )
+    recovered_in = time.time() - back_at
+    issued = oauth2_server.issued_to(subject.client_id)
+    assert fresh == issued[-1].value
+    # The urgent interval is 2-6 s; the rest is the mint, the write and this poll.
+    assert recovered_in <= 10, f"fresh token {recovered_in:.1f} s after the provider returned"
+    requests = oauth2_server.requests_from(subject.client_id)
+    during = [r for r in requests if minted_at < r.at < back_at]
+    assert len(during) <= 1 + 7.5 / 2  # the renewal, then one per 2 s at most
+
+
 def test_outage_keeps_last_good_token_then_recovers(
     cluster: Cluster, oauth2_server: FakeOAuth2Server, subject: Subject
 ) -> None:
@@ -203,7 +233,9 @@ def test_outage_keeps_last_good_token_then_recovers(
     oauth2_server.outage(subject.client_id, seconds=15 - (time.time() - minted_at))
     failing = wait_ready(cluster, subject, status="False", timeout_s=20)
     assert failing["reason"] == "ProviderUnavailable"
-    assert "next attempt at" in failing["message"]
+    # Ten seconds or less of the token's life left: attempts every few seconds.
+    assert "the last good token stays in the Secret until" in str(failing["message"])
+    assert "trying again every 2-6 s" in str(failing["message"])
     assert cluster.secret_value(subject.namespace, subject.target) == first
     status = cluster.token(subject.namespace, subject.name)["status"]
     assert status["failedAttempts"] >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from tokensync import status
 from tokensync.decision import Cause, CredentialsNotFound, TargetConflict
-from tokensync.model import ProviderTokenView, format_time, parse_provider_token
+from tokensync.model import ProviderTokenView, Status, format_time, parse_provider_token
 from tokensync.providers.base import InvalidCredentials, ProviderUnavailable, Token
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -100,6 +101,61 @@ def test_a_failure_says_whether_the_last_good_token_still_serves(
     assert report.patch["status"]["renewalTime"] == "2026-11-23T10:00:30Z"
     assert "expiresAt" not in report.patch["status"]
     assert condition(report)["reason"] == "ProviderUnavailable"
+
+
+def test_an_expired_token_retried_every_few_seconds_reads_the_same_at_every_attempt() -> None:
+    error = ProviderUnavailable("token endpoint answered 503")
+    first = status.failed(
+        view("True"),
+        error,
+        1,
+        NOW + timedelta(seconds=3),
+        NOW - timedelta(seconds=1),
+        NOW,
+        urgent=True,
+    )
+    assert first.message == (
+        "token endpoint answered 503; the token in the Secret expired at "
+        "2026-11-23T09:59:59Z; trying again every 2-6 s until it succeeds"
+    )
+    # The next attempt, written back as the API server would hold it.
+    later = NOW + timedelta(seconds=4)
+    failing = replace(view("True"), status=Status.parse(first.patch["status"]))
+    again = status.failed(
+        failing,
+        error,
+        2,
+        later + timedelta(seconds=5),
+        NOW - timedelta(seconds=1),
+        later,
+        urgent=True,
+    )
+    assert status.repeats(failing, error, again)
+    # Another error, or a token that was still valid before: written.
+    other = ProviderUnavailable("token endpoint unreachable: connection failed")
+    assert not status.repeats(
+        failing,
+        other,
+        status.failed(failing, other, 2, later, NOW - timedelta(seconds=1), later, urgent=True),
+    )
+    assert not status.repeats(view("True"), error, first)
+
+
+@pytest.mark.parametrize(
+    ("ready", "generation", "since"),
+    [
+        ("False", 3, datetime(2026, 11, 22, 8, 0, tzinfo=UTC)),  # failing since then
+        ("True", 3, NOW),  # a first failure
+        ("False", 2, NOW),  # failing for an older spec: this one begins now
+        (None, None, NOW),
+    ],
+)
+def test_a_failure_lasts_since_ready_turned_false_for_this_generation(
+    ready: str | None, generation: int | None, since: datetime
+) -> None:
+    current = view(ready, reason="ProviderUnavailable") if ready else view()
+    current = replace(current, status=replace(current.status, observed_generation=generation))
+    assert status.failing_since(current, NOW) == since
 
 
 def test_an_invalid_spec_is_reported_once_per_generation() -> None:

@@ -8,12 +8,16 @@ import pytest
 
 from tokensync.timing import (
     PERMANENT_CAP,
+    RETRY_AFTER_CAP,
     TRANSIENT_CAP,
+    URGENT_MARGIN,
+    URGENT_MIN,
     RefreshPolicy,
     parse_duration,
     renew_before,
     renewal_time,
     retry_delay,
+    urgent,
     write_retry_delay,
 )
 
@@ -85,49 +89,91 @@ def test_renewal_time_for_an_expired_token_is_now() -> None:
     assert renewal_time(T0, T0 - S, RefreshPolicy(), jitter=0.5) == T0
 
 
+# One call at a time; tests/unit/test_outage_sequences.py checks whole outages.
 @pytest.mark.parametrize(
-    ("attempt", "jitter", "expected"),
+    ("failing_for", "jitter", "expected"),
     [
-        (1, 0.0, 1 * S),
-        (1, 1.0, 2 * S),
-        (2, 1.0, 4 * S),
-        (3, 0.5, 6 * S),
-        (20, 1.0, TRANSIENT_CAP),
-        (200, 1.0, TRANSIENT_CAP),
+        (0 * S, 0.0, 1 * S),  # the first retry: 1-2 s
+        (0 * S, 1.0, 2 * S),
+        (10 * S, 1.0, 5 * S),  # half the failure's age
+        (10 * S, 0.0, 2.5 * S),
+        (2 * M, 1.0, 1 * M),
+        (10 * M, 1.0, TRANSIENT_CAP),
+        (2 * H, 0.5, TRANSIENT_CAP * 0.75),
     ],
 )
-def test_transient_backoff(attempt: int, jitter: float, expected: timedelta) -> None:
-    assert retry_delay(attempt, permanent=False, jitter=jitter) == expected
+def test_transient_backoff_grows_with_how_long_the_failure_lasted(
+    failing_for: timedelta, jitter: float, expected: timedelta
+) -> None:
+    assert retry_delay(failing_for, serving_for=H, permanent=False, jitter=jitter) == expected
 
 
-def test_transient_retry_honours_retry_after() -> None:
-    assert retry_delay(1, permanent=False, jitter=0.0, retry_after=30 * S) == 30 * S
+def test_a_valid_token_is_retried_before_it_expires() -> None:
+    assert retry_delay(H, serving_for=3 * M, permanent=False, jitter=1.0) == 90 * S
 
 
-def test_transient_retry_always_comes_before_the_token_expires() -> None:
-    delay = retry_delay(
-        10, permanent=False, jitter=1.0, retry_after=10 * M, remaining_lifetime=60 * S
-    )
-    assert delay == 30 * S
+@pytest.mark.parametrize("serving_for", [0 * S, 30 * S, URGENT_MARGIN])
+@pytest.mark.parametrize("failing_for", [0 * S, 10 * M, 2 * H])
+@pytest.mark.parametrize(("jitter", "expected"), [(0.0, 2 * S), (0.5, 4 * S), (1.0, 6 * S)])
+def test_an_expired_or_expiring_token_is_retried_every_few_seconds_however_long_it_failed(
+    serving_for: timedelta, failing_for: timedelta, jitter: float, expected: timedelta
+) -> None:
+    assert urgent(serving_for, permanent=False, awaits_user=False)
+    delay = retry_delay(failing_for, serving_for=serving_for, permanent=False, jitter=jitter)
+    assert delay == expected
 
 
-def test_retry_is_never_zero() -> None:
-    assert retry_delay(1, permanent=False, jitter=0.0, remaining_lifetime=S / 10) == S
+def test_a_token_that_never_expires_is_never_urgent() -> None:
+    assert not urgent(None, permanent=False, awaits_user=False)
+    assert retry_delay(2 * H, serving_for=None, permanent=False, jitter=1.0) == TRANSIENT_CAP
+
+
+def test_a_failure_only_a_person_ends_backs_off_even_without_a_token() -> None:
+    # A credentials Secret not created yet: not asked for every few seconds.
+    assert not urgent(0 * S, permanent=False, awaits_user=True)
+    delay = retry_delay(2 * H, serving_for=0 * S, permanent=False, awaits_user=True, jitter=1.0)
+    assert delay == URGENT_MIN
+    delay = retry_delay(2 * H, serving_for=H, permanent=False, awaits_user=True, jitter=1.0)
+    assert delay == TRANSIENT_CAP
 
 
 @pytest.mark.parametrize(
-    ("attempt", "jitter", "expected"),
-    [(1, 1.0, 5 * M), (1, 0.0, 150 * S), (2, 1.0, 10 * M), (10, 1.0, PERMANENT_CAP)],
+    ("serving_for", "retry_after", "expected"),
+    [
+        (H, 30 * S, 30 * S),
+        (0 * S, 30 * S, 30 * S),  # honoured over the urgent interval
+        (10 * S, 10 * M, RETRY_AFTER_CAP),  # honoured up to five minutes
+    ],
+)
+def test_retry_after_is_honoured(
+    serving_for: timedelta, retry_after: timedelta, expected: timedelta
+) -> None:
+    delay = retry_delay(
+        0 * S, serving_for=serving_for, permanent=False, jitter=0.0, retry_after=retry_after
+    )
+    assert delay == expected
+
+
+@pytest.mark.parametrize(
+    ("failing_for", "jitter", "expected"),
+    [
+        (0 * S, 1.0, 5 * M),
+        (0 * S, 0.0, 150 * S),
+        (20 * M, 1.0, 20 * M),
+        (5 * H, 1.0, PERMANENT_CAP),
+    ],
 )
 def test_permanent_failures_are_retried_slowly(
-    attempt: int, jitter: float, expected: timedelta
+    failing_for: timedelta, jitter: float, expected: timedelta
 ) -> None:
-    assert retry_delay(attempt, permanent=True, jitter=jitter) == expected
+    assert retry_delay(failing_for, serving_for=H, permanent=True, jitter=jitter) == expected
 
 
-def test_permanent_retry_is_not_pulled_in_by_the_token_lifetime() -> None:
-    # A locked account stays locked if hammered: slow even when the token is about to go.
-    assert retry_delay(1, permanent=True, jitter=1.0, remaining_lifetime=10 * S) == 5 * M
+@pytest.mark.parametrize("serving_for", [0 * S, 10 * S])
+def test_permanent_retry_is_not_pulled_in_by_the_token_lifetime(serving_for: timedelta) -> None:
+    # A locked account stays locked if hammered: slow even when the token is gone.
+    assert not urgent(serving_for, permanent=True, awaits_user=False)
+    assert retry_delay(0 * S, serving_for=serving_for, permanent=True, jitter=1.0) == 5 * M
 
 
 @pytest.mark.parametrize(

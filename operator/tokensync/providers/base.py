@@ -76,6 +76,9 @@ class MintError(Exception):
 
     reason: ClassVar[str] = "MintFailed"
     permanent: ClassVar[bool] = False
+    # Transient, but only a person ends it (a Secret to create): never asked again every
+    # few seconds, even once the token is gone (``timing.retry_delay``).
+    awaits_user: ClassVar[bool] = False
 
     def __init__(self, message: str, *, retry_after: timedelta | None = None) -> None:
         super().__init__(message)
