@@ -37,6 +37,7 @@ TRANSIENT_CAP = timedelta(minutes=5)
 URGENT_MARGIN = timedelta(seconds=60)
 URGENT_MIN = timedelta(seconds=2)
 URGENT_SPREAD = timedelta(seconds=4)
+EXPIRY_LEAD = timedelta(seconds=1)
 # Bad credentials and the like: a locked account stays locked if hammered.
 PERMANENT_BASE = timedelta(minutes=5)
 PERMANENT_GROWTH = 1.0
@@ -128,7 +129,8 @@ def retry_delay(
     - Other failures wait half as long as they have lasted (2 s to 5 min, equal jitter),
       and never past half the token's remaining life, so an attempt comes before it ends.
     - Once that token has expired or is within ``URGENT_MARGIN`` of it, attempts come
-      every 2-6 s (uniform) until the provider answers: the workload is broken now.
+      every 2-6 s (uniform) until the provider answers, and one just before it expires:
+      the workload is broken now.
       Not for failures only a person can end (``awaits_user``: a Secret to create).
     - ``Retry-After`` is honoured (up to ``RETRY_AFTER_CAP``), also over the above.
     """
@@ -136,6 +138,10 @@ def retry_delay(
         delay = _equal_jitter(failing_for, PERMANENT_BASE, PERMANENT_GROWTH, PERMANENT_CAP, jitter)
     elif urgent(serving_for, permanent=permanent, awaits_user=awaits_user):
         delay = URGENT_MIN + URGENT_SPREAD * _unit(jitter)
+        if serving_for is not None and serving_for > timedelta(0):
+            # One attempt just before the token expires: a provider back in the meantime
+            # then replaces it in time, instead of up to 6 s after it expired.
+            delay = min(delay, serving_for - EXPIRY_LEAD)
     else:
         delay = _equal_jitter(failing_for, TRANSIENT_BASE, TRANSIENT_GROWTH, TRANSIENT_CAP, jitter)
         if serving_for is not None:

@@ -164,9 +164,14 @@ async def http() -> AsyncIterator[HttpClient]:
 
 
 async def outage(
-    http: HttpClient, lifetime: timedelta, length: timedelta, seed: int = 0
+    http: HttpClient,
+    lifetime: timedelta,
+    length: timedelta,
+    seed: int = 0,
+    back_before_expiry: timedelta | None = None,
 ) -> Outcome:
-    """One token through one outage that begins when its first renewal is due."""
+    """One token through one outage that begins when its first renewal is due and
+    lasts ``length``, or ends ``back_before_expiry`` before the token expires."""
     clock = Clock()
     cluster = Cluster(clock)
     provider = FlakyProvider(clock, lifetime)
@@ -186,6 +191,9 @@ async def outage(
     due = await reconciler.reconcile(cluster.body)
     assert due is not None and len(cluster.written) == 1
     provider.down_from, provider.down_until = due, due + length
+    expiry = cluster.written[0][1]
+    if back_before_expiry is not None and expiry is not None:
+        provider.down_until = expiry - back_before_expiry
     before = status_writes = cluster.status_writes
     while True:
         clock.now = due
@@ -278,3 +286,12 @@ def test_the_herd_meets_a_returning_provider_spread_over_seconds() -> None:
     assert max(arrivals) <= RECOVERY_BOUND.total_seconds()
     assert max(per_second) <= 5000 / 3, per_second
     assert min(per_second[:5]) >= 5000 / 10, per_second
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_a_provider_back_just_before_expiry_is_in_time(http: HttpClient, seed: int) -> None:
+    # The provider is back 1.5 s before the token expires: the attempt aimed just
+    # before expiry replaces it in time (the 2-6 s interval alone would mostly miss).
+    seen = await outage(http, 2 * M, 0 * S, seed, back_before_expiry=1.5 * S)
+    assert not seen.expired_during_outage
+    assert seen.expired_after_return == timedelta(0), seen

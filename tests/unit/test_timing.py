@@ -208,3 +208,12 @@ def test_write_retry_delay(
     assert (
         write_retry_delay(failures, unreachable=unreachable, now=T0, expiries=expiries) == expected
     )
+
+
+@pytest.mark.parametrize(
+    ("serving_for", "expected"), [(3 * S, 2 * S), (6.5 * S, 5.5 * S), (0.5 * S, S), (30 * S, 6 * S)]
+)
+def test_an_urgent_attempt_comes_just_before_the_token_expires(
+    serving_for: timedelta, expected: timedelta
+) -> None:
+    assert retry_delay(M, serving_for=serving_for, permanent=False, jitter=1.0) == expected
