@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCAL ?= .local
 PYTEST_ARGS ?=
 
-.PHONY: venv tools binaries lint typecheck unit test crds image image-test cluster-up cluster-down run fake-oauth2 bench e2e-kind clean
+.PHONY: venv tools binaries lint typecheck unit test crds image image-test cluster-up cluster-down run fake-oauth2 bench soak e2e-kind clean
 
 venv: $(VENV)/.installed
 
@@ -103,6 +103,15 @@ BENCH_ARGS ?=
 bench: binaries
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Soak under faults (issue 16): 1,000 tokens, 35 minutes, two replicas under leader
+# election, faults drawn from a seed (random unless given; always recorded). Not part of
+# `make test`. Results in bench/results/soak.{json,md,png}.
+# Smaller: make soak SOAK_ARGS="--tokens 60 --minutes 6 --fault-every 25 --lifetime-max 180 --out /tmp/soak"
+SOAK_ARGS ?=
+soak: binaries
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOCAL) .mypy_cache .pytest_cache .ruff_cache

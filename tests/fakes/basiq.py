@@ -34,16 +34,19 @@ class FakeBasiq(FakeProvider):
         super().__init__(port)
         self.keys: dict[str, str] = {}  # key -> name
         self.disabled: set[str] = set()
+        self.lifetimes: dict[str, int] = {}  # key name -> token lifetime (s), else 1 h
         self.rate_limit = (1500, 300.0)  # Basiq's documented /token limit
 
     @property
     def token_url(self) -> str:
         return self.base_url + "/token"
 
-    def add_key(self, name: str) -> str:
+    def add_key(self, name: str, lifetime_s: int | None = None) -> str:
         key = api_key()
         with self.lock:
             self.keys[key] = name
+            if lifetime_s is not None:
+                self.lifetimes[name] = lifetime_s
             self.known_secrets.add(key)
         return key
 
@@ -72,6 +75,7 @@ class FakeBasiq(FakeProvider):
         with self.lock:
             name = self.keys.get(key)
             disabled = key in self.disabled
+            lifetime = self.lifetimes.get(name or "", 3600)
         if name is None:
             return error(
                 404,
@@ -89,10 +93,10 @@ class FakeBasiq(FakeProvider):
             return error(400, "parameter-not-supplied", "Required parameter", "userId is required")
         issued = self.issue(
             name,
-            lifetime_s=3600,
+            lifetime_s=lifetime,
             grant=scope,
             jwt_claims={"partnerid": name, "scope": scope, "userId": form.get("userId")},
         )
         return Response(
-            200, {"access_token": issued.value, "token_type": "Bearer", "expires_in": 3600}
+            200, {"access_token": issued.value, "token_type": "Bearer", "expires_in": lifetime}
         )

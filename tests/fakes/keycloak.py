@@ -24,6 +24,7 @@ class User:
     enabled: bool = True
     set_up: bool = True
     locked: bool = False
+    access_lifetime: int | None = None  # this user's access/id token lifetime, else the realm's
 
 
 @dataclass
@@ -157,13 +158,14 @@ class FakeKeycloak(FakeProvider):
         self, username: str, session_id: str, grant: str, form: dict[str, str], issuer: str
     ) -> Response:
         scope = form.get("scope", "")
+        with self.lock:
+            user = self.state.users.get(username)
+        lifetime = (user.access_lifetime if user else None) or self.access_lifetime
         claims = {"sub": username, "sid": session_id, "azp": form["client_id"], "iss": issuer}
-        access = self.issue(
-            username, lifetime_s=self.access_lifetime, grant=grant, jwt_claims=claims
-        )
+        access = self.issue(username, lifetime_s=lifetime, grant=grant, jwt_claims=claims)
         payload: dict[str, Any] = {
             "access_token": access.value,
-            "expires_in": self.access_lifetime,
+            "expires_in": lifetime,
             "refresh_expires_in": self.refresh_lifetime,
             "token_type": "Bearer",
             "not-before-policy": 0,
@@ -173,7 +175,7 @@ class FakeKeycloak(FakeProvider):
         if "openid" in scope.split():
             payload["id_token"] = self.issue(
                 username,
-                lifetime_s=self.access_lifetime,
+                lifetime_s=lifetime,
                 grant="id_token",
                 jwt_claims={**claims, "typ": "ID"},
             ).value

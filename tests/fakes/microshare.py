@@ -12,6 +12,7 @@ from fakes.base import FakeProvider, Request, Response
 class Account:
     password: str
     app_key: str
+    lifetime_s: int | None = None  # set: this account's tokens last so long and say so
 
 
 class FakeMicroshare(FakeProvider):
@@ -26,9 +27,11 @@ class FakeMicroshare(FakeProvider):
     def token_url(self) -> str:
         return self.base_url + "/oauth2/token"
 
-    def add_account(self, username: str, password: str, app_key: str) -> None:
+    def add_account(
+        self, username: str, password: str, app_key: str, lifetime_s: int | None = None
+    ) -> None:
         with self.lock:
-            self.accounts[username] = Account(password, app_key)
+            self.accounts[username] = Account(password, app_key, lifetime_s)
             self.known_secrets.update({password, app_key})
 
     def answer(self, request: Request) -> Response:
@@ -60,12 +63,13 @@ class FakeMicroshare(FakeProvider):
             )
         if grant != "password":
             return Response(400, {"error": "unsupported_grant_type"})
-        lifetime = self.send_expires_in or 48 * 3600
+        said = account.lifetime_s or self.send_expires_in
+        lifetime = said or 48 * 3600
         issued = self.issue(
             params["username"], lifetime_s=lifetime, grant="password", opaque_length=64
         )
         payload: dict[str, Any] = {"access_token": issued.value, "extended": extended}
-        if self.send_expires_in:
-            payload["expires_in"] = self.send_expires_in
+        if said:
+            payload["expires_in"] = said
             payload["token_type"] = "bearer"
         return Response(200, payload)

@@ -16,15 +16,18 @@ class FakePodero(FakeProvider):
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self.clients: dict[str, str] = {}
+        self.lifetimes: dict[str, int] = {}  # client id -> token lifetime (s), else 10 h
         self.allowed_grants = {"client_credentials"}
 
     @property
     def token_url(self) -> str:
         return self.base_url + TOKEN_PATH
 
-    def add_client(self, client_id: str, secret: str) -> None:
+    def add_client(self, client_id: str, secret: str, lifetime_s: int | None = None) -> None:
         with self.lock:
             self.clients[client_id] = secret
+            if lifetime_s is not None:
+                self.lifetimes[client_id] = lifetime_s
             self.known_secrets.add(secret)
 
     def answer(self, request: Request) -> Response:
@@ -63,12 +66,14 @@ class FakePodero(FakeProvider):
             "write",
         ):
             return Response(400, {"error": "invalid_scope"})
-        issued = self.issue(client_id, lifetime_s=36000, grant=grant, opaque_length=30)
+        with self.lock:
+            lifetime = self.lifetimes.get(client_id, 36000)
+        issued = self.issue(client_id, lifetime_s=lifetime, grant=grant, opaque_length=30)
         return Response(
             200,
             {
                 "access_token": issued.value,
-                "expires_in": 36000,
+                "expires_in": lifetime,
                 "token_type": "Bearer",
                 "scope": "read write",
             },
