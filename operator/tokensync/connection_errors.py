@@ -19,6 +19,7 @@ RESOLVED_TOO_LATE = "its host name did not resolve in time"
 CONNECT_TIMED_OUT = "no connection in time (connect timed out)"
 READ_TIMED_OUT = "no answer in time (read timed out)"
 BODY_TIMED_OUT = "no complete answer in time (timed out reading the body)"
+STILL_WAITING = "not sent: earlier requests to this endpoint are still waiting for an answer"
 
 
 class RefusedAddress(OSError):

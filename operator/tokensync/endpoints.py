@@ -14,6 +14,7 @@ import ipaddress
 import json
 import socket
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -230,6 +231,13 @@ class HttpClient:
         # least the other half to answer.
         self.connect_timeout_s = timeout_s / 2
         self.max_response_bytes = max_response_bytes
+        # A host that stops answering in time must not take every worker (and pooled
+        # connection) with it, starving the renewals of every other provider: once one
+        # of its requests has timed out, at most a quarter of them may wait on it; more
+        # fail at once and are retried on the usual schedule. Its first answer ends this.
+        self.max_waiting_on_stalled = max(1, max_connections // 4)
+        self._waiting: Counter[str] = Counter()
+        self._stalled: set[str] = set()
         context = ssl.create_default_context()
         if ca_file:
             context.load_verify_locations(cafile=ca_file)
@@ -306,9 +314,14 @@ class HttpClient:
         except (UnicodeEncodeError, ValueError):
             # Never the error's text: it quotes the offending value, a credential.
             raise UnsendableRequest(_UNSENDABLE) from None
+        host = request.url.netloc.decode()
+        if host in self._stalled and self._waiting[host] >= self.max_waiting_on_stalled:
+            metrics.provider_request(None)
+            raise TransportFailure(connection_errors.STILL_WAITING)
         stage = _Stage(connection_errors.CONNECT_TIMED_OUT)
         reset = _STAGE.set(stage)
         whole = asyncio.timeout_at(deadline)
+        self._waiting[host] += 1
         try:
             # httpx's timeout bounds the connect and each read; this bounds the whole
             # answer, so a provider that trickles its body a byte at a time cannot hold a
@@ -320,6 +333,7 @@ class HttpClient:
             # what really happened is its cause. Our own deadline: the wait it cut short.
             metrics.provider_request(None)
             if whole.expired():
+                self._stalled.add(host)
                 raise TransportFailure(stage.failure) from None
             raise TransportFailure(connection_errors.describe(error.__cause__)) from None
         except TransportFailure:
@@ -334,6 +348,10 @@ class HttpClient:
             raise TransportFailure(connection_errors.describe(cause)) from None
         finally:
             _STAGE.reset(reset)
+            self._waiting[host] -= 1
+            if not self._waiting[host]:
+                del self._waiting[host]
+        self._stalled.discard(host)
         metrics.provider_request(response.status_code)
         return HttpResponse(status=response.status_code, headers=response.headers, body=body)
 

@@ -7,8 +7,10 @@ import time
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tokensync import connection_errors
+from tokensync.connection_errors import READ_TIMED_OUT, STILL_WAITING
 from tokensync.endpoints import (
     EndpointPolicy,
     EndpointRefused,
@@ -154,3 +156,54 @@ async def test_a_name_that_turns_private_after_the_check_is_refused_at_connect(
     assert str(failure.value) == (
         "its host name now resolves to a refused (private or loopback) address"
     )
+
+
+async def test_a_stalled_host_holds_at_most_a_quarter_of_the_connections() -> None:
+    """One provider slower than the timeout must not take every worker: once a request
+    to it timed out, at most a quarter of the pool waits on it, the rest fail at once;
+    its first answer in time lifts that."""
+    arrived: list[float] = []
+    delay = {"s": 5.0}
+
+    async def token(request: web.Request) -> web.Response:
+        arrived.append(time.monotonic())
+        await asyncio.sleep(delay["s"])
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/token"
+    policy = EndpointPolicy(
+        allowed_hosts=normalise_hosts([f"127.0.0.1:{port}"]), allow_insecure_http=True
+    )
+    http = HttpClient(policy, timeout_s=0.5, max_connections=8)
+
+    async def ask() -> str:
+        try:
+            await http.request("POST", url, official=False)
+        except TransportFailure as failure:
+            return str(failure)
+        return "answered"
+
+    try:
+        # Before any timeout, all go out: a busy host is not a stalled one.
+        assert await asyncio.gather(*(ask() for _ in range(4))) == [READ_TIMED_OUT] * 4
+        assert len(arrived) == 4
+        arrived.clear()
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(ask() for _ in range(8)))
+        assert len(arrived) == 2  # a quarter of 8 connections
+        assert outcomes.count(STILL_WAITING) == 6
+        assert outcomes.count(READ_TIMED_OUT) == 2
+        assert time.monotonic() - started < 1.5
+        delay["s"] = 0.0
+        assert await ask() == "answered"
+        assert await asyncio.gather(*(ask() for _ in range(8))) == ["answered"] * 8
+    finally:
+        await http.close()
+        await runner.cleanup()
