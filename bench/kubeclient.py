@@ -14,6 +14,17 @@ import aiohttp
 
 from tokensync_dev.devcluster.cluster import ControlPlane
 
+# The operator's identity, and an audit policy that records its requests only.
+OPERATOR_USER = "system:serviceaccount:tokensync-system:tokensync"
+AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    users: ["{OPERATOR_USER}"]
+  - level: None
+"""
+
 
 class BenchApi:
     """aiohttp, like the operator's own writes: the tightest client we have in Python."""

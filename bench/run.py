@@ -28,19 +28,9 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "operator"), str(REPO / "dev"), str(REPO / "bench")]
 
-from kubeclient import BenchApi, metrics, read_audit  # noqa: E402
+from kubeclient import AUDIT_POLICY, OPERATOR_USER, BenchApi, metrics, read_audit  # noqa: E402
 
 from tokensync_dev.devcluster.cluster import ControlPlane, die_with_parent, free_port, start  # noqa: E402
-
-OPERATOR_USER = "system:serviceaccount:tokensync-system:tokensync"
-AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-  - level: Metadata
-    users: ["system:serviceaccount:tokensync-system:tokensync"]
-  - level: None
-"""
 
 
 def percentile(values: list[float], share: float) -> float:
