@@ -46,7 +46,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "operator"), str(REPO / "dev"), str(REPO / "bench")]
 
-from kubeclient import BenchApi  # noqa: E402
+from kubeclient import AUDIT_POLICY, OPERATOR_USER, BenchApi  # noqa: E402
 from soak_analysis import Analysis, IssuedToken  # noqa: E402
 from soak_leaks import LeakSearch  # noqa: E402
 from soak_operators import Operators  # noqa: E402
@@ -71,15 +71,34 @@ from tokensync_dev.devcluster.versions import ETCD_VERSION, KUBERNETES_VERSION  
 
 NAMESPACE = "soak"
 OPERATOR_NAMESPACE = "tokensync-system"
-OPERATOR_USER = "system:serviceaccount:tokensync-system:tokensync"
-AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-  - level: Metadata
-    users: ["system:serviceaccount:tokensync-system:tokensync"]
-  - level: None
-"""
+LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}/leases/tokensync-leader"
+# Shown under "Other figures" in soak.md.
+OTHER_KEYS = [
+    "outage_recovery_max_s",
+    "outage_recovery_tokens",
+    "outage_recovery_unrecovered",
+    "outage_recovery_by_kind",
+    "provider_requests_per_token_per_outage_minute_by_kind",
+    "provider_requests_per_token_per_outage_minute_by_provider",
+    "provider_requests_in_faults",
+    "provider_requests_per_fault",
+    "expired_episodes_provider_up_count",
+    "soak_expired_token_seconds_provider_up_strict",
+    "expired_episodes_provider_up_strict_only",
+    "wrong_subject_samples",
+    "unknown_value_seconds",
+    "missing_token_seconds",
+    "mints_in_window_by_provider",
+    "operator_peak_rss_mib",
+    "operator_cpu_s",
+    "operator_cpu_share_of_one_core",
+    "operator_starts",
+    "operator_unexpected_exits",
+    "operator_api_requests",
+    "watcher",
+    "converge_s",
+    "versions",
+]
 FAULT_SWITCH = {
     "provider_down": "down",
     "provider_slow": "slow",
@@ -223,11 +242,7 @@ class Soak:
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
-                lease = await api.call(
-                    "GET",
-                    f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}"
-                    "/leases/tokensync-leader",
-                )
+                lease = await api.call("GET", LEASE_PATH)
                 holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
                 if holder:
                     return holder
@@ -242,11 +257,7 @@ class Soak:
         deadline = since + 120
         while time.time() < deadline:
             try:
-                lease = await api.call(
-                    "GET",
-                    f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}"
-                    "/leases/tokensync-leader",
-                )
+                lease = await api.call("GET", LEASE_PATH)
             except (RuntimeError, aiohttp.ClientError, OSError):
                 lease = {}  # the API server may be restarting: ask again
             spec = lease.get("spec") or {}
@@ -535,6 +546,8 @@ class Soak:
                 ],
                 "soak_expired_token_seconds_provider_up": expired["up"],
                 "soak_expired_token_seconds_provider_down": expired["down"],
+                "soak_expired_token_seconds_provider_then_control_plane": expired["compound"],
+                "expired_episodes_provider_then_control_plane": expired["episodes_compound"][:100],
                 "soak_expired_token_seconds_provider_up_strict": strict["up"],
                 "expired_episodes_provider_up_strict_only": [
                     {k: e[k] for k in ("secret", "provider", "expired_at", "seconds_provider_up")}
@@ -597,32 +610,7 @@ class Soak:
         )
         self.series = {
             "buckets": analysis.buckets(expired),
-            "other_keys": [
-                "outage_recovery_max_s",
-                "outage_recovery_tokens",
-                "outage_recovery_unrecovered",
-                "outage_recovery_by_kind",
-                "provider_requests_per_token_per_outage_minute_by_kind",
-                "provider_requests_per_token_per_outage_minute_by_provider",
-                "provider_requests_in_faults",
-                "provider_requests_per_fault",
-                "expired_episodes_provider_up_count",
-                "soak_expired_token_seconds_provider_up_strict",
-                "expired_episodes_provider_up_strict_only",
-                "wrong_subject_samples",
-                "unknown_value_seconds",
-                "missing_token_seconds",
-                "mints_in_window_by_provider",
-                "operator_peak_rss_mib",
-                "operator_cpu_s",
-                "operator_cpu_share_of_one_core",
-                "operator_starts",
-                "operator_unexpected_exits",
-                "operator_api_requests",
-                "watcher",
-                "converge_s",
-                "versions",
-            ],
+            "other_keys": OTHER_KEYS,
         }
 
     def search_leaks(
@@ -757,6 +745,48 @@ class Soak:
         (self.workdir / "plan.json").unlink(missing_ok=True)
 
 
+def reanalyse(soak: Soak, workdir: Path) -> None:
+    """The expired-token figures again, from the records a finished run left in its
+    workdir (token values there are digests, compared with digests) and its soak.json.
+    The run's own arguments (seed, sizes) rebuild which token is whose."""
+    out = soak.args.out
+    results = json.loads((out / "soak.json").read_text())
+    samples = json.loads((workdir / "samples.json").read_text())
+    issued = {
+        r["value"]: IssuedToken(r["provider"], r["subject"], r["issued_at"], r["expires_at"])
+        for r in json.loads((workdir / "issued.json").read_text())
+    }
+    analysis = Analysis(
+        samples={name: [(at, value) for at, value in history] for name, history in samples.items()},
+        owners={t.secret: (t.provider, t.subject) for t in soak.tokens},
+        issued=issued,
+        faults=json.loads((workdir / "faults.json").read_text()),
+        requests=[tuple(r) for r in json.loads((workdir / "requests.json").read_text())],
+        start=results["measure_start"],
+        end=results["measure_end"],
+        provider_timeout_s=soak.args.provider_timeout,
+    )
+    expired, strict = analysis.expired(), analysis.expired(strict=True)
+    from soak_report import write as write_report
+
+    kept = {e["secret"]: e.get("log", []) for e in results["expired_episodes_provider_up"]}
+    results.update(
+        {
+            "soak_expired_token_seconds_provider_up": expired["up"],
+            "soak_expired_token_seconds_provider_down": expired["down"],
+            "soak_expired_token_seconds_provider_then_control_plane": expired["compound"],
+            "expired_episodes_provider_then_control_plane": expired["episodes_compound"][:100],
+            "soak_expired_token_seconds_provider_up_strict": strict["up"],
+            "expired_episodes_provider_up": [
+                {**e, "log": kept.get(e["secret"], [])} for e in expired["episodes_provider_up"]
+            ][:100],
+            "expired_episodes_provider_up_count": len(expired["episodes_provider_up"]),
+            "reanalysed": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
+    write_report(results, {"buckets": analysis.buckets(expired), "other_keys": OTHER_KEYS}, out)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -795,6 +825,13 @@ def parse_args() -> argparse.Namespace:
         "--ready-timeout", type=float, default=900, help="s for every token to be Ready (900)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--reanalyse",
+        type=Path,
+        metavar="WORKDIR",
+        help="recompute the expired-token figures of the finished run whose records are in "
+        "WORKDIR and whose soak.json is in --out (pass the run's own --seed and sizes)",
+    )
     args = parser.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
@@ -810,6 +847,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     soak = Soak(args)
+    if args.reanalyse is not None:
+        shutil.rmtree(soak.workdir, ignore_errors=True)
+        reanalyse(soak, args.reanalyse)
+        return
     missing = missing_kinds(soak.plan, args.replicas)
     print(
         f"soak: seed {args.seed}, {args.tokens} tokens, {args.replicas} replica(s), "

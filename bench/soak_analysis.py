@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PROVIDER_KINDS = ("provider_down", "provider_slow", "provider_429", "provider_garbage")
+PLANE_KINDS = ("apiserver_restart", "etcd_restart")
 # Recovery's headline: faults that end at once and say nothing of waiting. A 429 says how
 # long to wait (Retry-After); a slow provider's last requests fail up to the provider
 # timeout after it recovers. Both are reported on their own (``outage_recovery_by_kind``).
@@ -101,6 +102,10 @@ class Analysis:
                         fault["end"] + after,
                     )
                 )
+        # The API server or etcd stopped: nobody can write a Secret meanwhile.
+        self.plane_down = sorted(
+            (f["start"], f["end"]) for f in faults if f["kind"] in PLANE_KINDS and f.get("end")
+        )
         self.tokens_per_provider: dict[str, int] = defaultdict(int)
         for provider, _ in owners.values():
             self.tokens_per_provider[provider] += 1
@@ -109,7 +114,8 @@ class Analysis:
     def expired(self, strict: bool = False) -> dict[str, Any]:
         """Expired-token seconds; ``strict``: fault windows end when the fake behaves again,
         else when the fault stops governing (``Window.effect_end``)."""
-        up = down = unknown_s = missing_s = 0.0
+        up = down = compound = unknown_s = missing_s = 0.0
+        compound_episodes: list[dict[str, Any]] = []
         unknown_samples = wrong_subject = 0
         buckets_up: dict[int, float] = defaultdict(float)
         buckets_down: dict[int, float] = defaultdict(float)
@@ -148,6 +154,21 @@ class Analysis:
                     continue
                 e0 = max(a, token.expires_at)
                 excused = any(w.start <= token.expires_at <= w.end for w in windows)
+                if not excused and self._no_chance(windows, token.expires_at):
+                    # The provider failed until the control plane stopped, and it was
+                    # still stopped at the expiry: no moment to mint and write.
+                    compound += b - e0
+                    spread(e0, b, buckets_down)
+                    compound_episodes.append(
+                        {
+                            "secret": secret,
+                            "provider": provider,
+                            "expired_at": round(token.expires_at, 3),
+                            "replaced_at": round(b, 3),
+                            "faults_around": self.faults_around(token.expires_at - 120, b),
+                        }
+                    )
+                    continue
                 in_fault = sum(_overlap(e0, b, w.start, w.end) for w in windows)
                 d = (b - e0) if excused else in_fault
                 down += d
@@ -181,6 +202,8 @@ class Analysis:
         return {
             "up": round(up, 3),
             "down": round(down, 3),
+            "compound": round(compound, 3),
+            "episodes_compound": compound_episodes,
             "unknown_value_samples": unknown_samples,
             "wrong_subject_samples": wrong_subject,
             "unknown_value_seconds": round(unknown_s, 3),
@@ -190,6 +213,20 @@ class Analysis:
             "buckets_up": dict(buckets_up),
             "buckets_down": dict(buckets_down),
         }
+
+    def _no_chance(self, windows: list[Window], expired_at: float) -> bool:
+        """Whether every moment from the end of a fault of this provider until the expiry
+        had the control plane stopped (a compound fault: no write was possible)."""
+        for window in windows:
+            if not window.start <= expired_at or window.end > expired_at:
+                continue
+            cursor = window.end
+            for start, end in self.plane_down:
+                if start <= cursor < end:
+                    cursor = end
+            if cursor >= expired_at:
+                return True
+        return False
 
     def faults_around(self, a: float, b: float) -> list[str]:
         return [

@@ -21,7 +21,8 @@ KEYS: list[tuple[str, str, str]] = [
         "governing: a slow provider's until its end + the provider timeout (a request sent "
         "just before the end fails that much later), a 429's until its end + its "
         "Retry-After; `..._up_strict` ends every window when the fake behaves again. "
-        "Control-plane and operator faults excuse nothing.",
+        "Control-plane and operator faults excuse nothing on their own (see "
+        "`..._provider_then_control_plane`).",
         "== 0",
     ),
     (
@@ -33,6 +34,13 @@ KEYS: list[tuple[str, str, str]] = [
         "soak_expired_token_seconds_provider_down",
         "The other expired-token seconds: inside a fault window of the Secret's provider, or "
         "a token that expired inside one, until it was replaced.",
+        "reported",
+    ),
+    (
+        "soak_expired_token_seconds_provider_then_control_plane",
+        "A compound fault: the token's provider failed until the API server or etcd was "
+        "stopped, and it was still stopped when the token expired, so there was no moment "
+        "to mint and write. Its seconds until the token was replaced, apart from the above.",
         "reported",
     ),
     (
