@@ -21,6 +21,8 @@ from tokensync.kube import ApiError, Conflict, KubeApi
 
 logger = logging.getLogger(__name__)
 
+UNREACHABLE_RETRY_S = 1.0
+
 
 def _micro(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -70,13 +72,19 @@ class LeaderElector:
 
     async def _run(self) -> None:
         while True:
+            pause = self._renew_s
             try:
                 leading = await self.try_acquire_or_renew()
             except ApiError as error:
                 logger.warning("leader election: lease not reachable (%s)", error.status)
                 leading = False
+                # Every replica has stopped working; whichever reaches the API server
+                # first when it is back leads again. Asked every second, not every
+                # renewal period, so tokens are not left unserved for up to 5 s more
+                # (the soak saw one expire in that gap after an API server restart).
+                pause = min(pause, UNREACHABLE_RETRY_S)
             self._set(leading)
-            await asyncio.sleep(self._renew_s)
+            await asyncio.sleep(pause)
 
     def _set(self, leading: bool) -> None:
         if leading != self.leading:
