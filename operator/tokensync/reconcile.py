@@ -294,9 +294,8 @@ class Reconciler:
             metrics.MINT_DURATION.labels(view.provider).observe(duration)
             # Once per failure in the log; a token retried every few seconds while its
             # provider is down repeats it at debug only (the status and metrics count).
-            repeated = view.status.ready == "False" and view.status.reason == error.reason
             logger.log(
-                logging.DEBUG if repeated else logging.WARNING,
+                logging.DEBUG if status.already_failing(view, error) else logging.WARNING,
                 "mint failed %s/%s provider=%s cause=%s reason=%s duration=%.3fs",
                 view.namespace,
                 view.name,

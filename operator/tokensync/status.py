@@ -165,12 +165,16 @@ def already_reported(view: ProviderTokenView, error: MintError, now: datetime) -
     return _reports(view, error) and renewal is not None and renewal > now
 
 
+def already_failing(view: ProviderTokenView, error: MintError) -> bool:
+    """The status already says Ready=False for this reason (a repeat, not news)."""
+    return view.status.ready == "False" and view.status.reason == error.reason
+
+
 def _reports(view: ProviderTokenView, error: MintError) -> bool:
     """Ready=False for this very reason, generation and renewal request."""
     status = view.status
     return (
-        status.ready == "False"
-        and status.reason == error.reason
+        already_failing(view, error)
         and status.observed_generation == view.generation
         and status.last_renew_request == view.renew_request
     )
@@ -204,7 +208,7 @@ def mint_event(cause: Cause, message: str) -> Announcement | None:
 
 def failure_event(view: ProviderTokenView, error: MintError, message: str) -> Announcement | None:
     """A Warning when the token goes not-Ready, or fails for another reason than before."""
-    if view.status.ready == "False" and view.status.reason == error.reason:
+    if already_failing(view, error):
         return None
     reason = error.reason if isinstance(error, TargetConflict) else "MintFailed"
     return Announcement("Warning", reason, f"{error.reason}: {message}")
