@@ -26,6 +26,22 @@ rules:
 """
 
 
+def audit_args(workdir: Path, max_size_mb: int) -> tuple[list[str], Path]:
+    """kube-apiserver flags that record the operator's requests (AUDIT_POLICY) in
+    ``workdir/audit.log``, and that log's path."""
+    policy = workdir / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    log = workdir / "audit.log"
+    flags = [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={log}",
+        "--audit-log-format=json",
+        f"--audit-log-maxsize={max_size_mb}",
+        "--audit-log-mode=batch",
+    ]
+    return flags, log
+
+
 class BenchApi:
     """aiohttp, like the operator's own writes: the tightest client we have in Python."""
 

@@ -28,7 +28,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "operator"), str(REPO / "dev"), str(REPO / "bench")]
 
-from kubeclient import AUDIT_POLICY, OPERATOR_USER, BenchApi, metrics, read_audit  # noqa: E402
+from kubeclient import OPERATOR_USER, BenchApi, audit_args, metrics, read_audit  # noqa: E402
 
 from tokensync_dev.devcluster.cluster import ControlPlane, die_with_parent, free_port, start  # noqa: E402
 
@@ -124,19 +124,11 @@ class Bench:
 
     # Processes
     def start_cluster(self) -> ControlPlane:
-        policy = self.workdir / "audit-policy.yaml"
-        policy.write_text(AUDIT_POLICY)
-        self.audit_log = self.workdir / "audit.log"
+        audit, self.audit_log = audit_args(self.workdir, max_size_mb=2000)
         plane = start(
             self.workdir / "cluster",
             crd_dir=REPO / "crds",
-            extra_apiserver_args=[
-                f"--audit-policy-file={policy}",
-                f"--audit-log-path={self.audit_log}",
-                "--audit-log-format=json",
-                "--audit-log-maxsize=2000",
-                "--audit-log-mode=batch",
-            ],
+            extra_apiserver_args=audit,
         )
         plane.kubectl("apply", "-k", str(REPO / "deploy" / "rbac"))
         self.operator_kubeconfig = plane.service_account_kubeconfig(

@@ -46,7 +46,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "operator"), str(REPO / "dev"), str(REPO / "bench")]
 
-from kubeclient import AUDIT_POLICY, OPERATOR_USER, BenchApi  # noqa: E402
+from kubeclient import OPERATOR_USER, BenchApi, audit_args  # noqa: E402
 from soak_analysis import Analysis, IssuedToken  # noqa: E402
 from soak_leaks import LeakSearch  # noqa: E402
 from soak_operators import Operators  # noqa: E402
@@ -145,20 +145,12 @@ class Soak:
 
     # Processes
     def start_cluster(self) -> ControlPlane:
-        policy = self.workdir / "audit-policy.yaml"
-        policy.write_text(AUDIT_POLICY)
-        self.audit_log = self.workdir / "audit.log"
+        audit, self.audit_log = audit_args(self.workdir, max_size_mb=4000)
         try:
             plane = start(
                 self.workdir / "cluster",
                 crd_dir=REPO / "crds",
-                extra_apiserver_args=[
-                    f"--audit-policy-file={policy}",
-                    f"--audit-log-path={self.audit_log}",
-                    "--audit-log-format=json",
-                    "--audit-log-maxsize=4000",
-                    "--audit-log-mode=batch",
-                ],
+                extra_apiserver_args=audit,
             )
         except Exception as error:  # binaries missing, a port taken, a component died
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
@@ -544,18 +536,7 @@ class Soak:
                     }
                     for f in self.faults
                 ],
-                "soak_expired_token_seconds_provider_up": expired["up"],
-                "soak_expired_token_seconds_provider_down": expired["down"],
-                "soak_expired_token_seconds_provider_then_control_plane": expired["compound"],
-                "expired_episodes_provider_then_control_plane": expired["episodes_compound"][:100],
-                "soak_expired_token_seconds_provider_up_strict": strict["up"],
-                "expired_episodes_provider_up_strict_only": [
-                    {k: e[k] for k in ("secret", "provider", "expired_at", "seconds_provider_up")}
-                    for e in strict["episodes_provider_up"]
-                    if e not in expired["episodes_provider_up"]
-                ][:100],
-                "expired_episodes_provider_up": expired["episodes_provider_up"][:100],
-                "expired_episodes_provider_up_count": len(expired["episodes_provider_up"]),
+                **expired_figures(expired, strict),
                 "unknown_value_samples": expired["unknown_value_samples"],
                 "wrong_subject_samples": expired["wrong_subject_samples"],
                 "unknown_value_seconds": expired["unknown_value_seconds"],
@@ -745,6 +726,27 @@ class Soak:
         (self.workdir / "plan.json").unlink(missing_ok=True)
 
 
+def expired_figures(expired: dict[str, Any], strict: dict[str, Any]) -> dict[str, Any]:
+    """The result keys of ``Analysis.expired`` (windows with their grace) and its strict
+    reading (windows end when the fake behaves again)."""
+    # By secret and expiry: the provider-up episodes may carry their log lines by now.
+    seen = {(e["secret"], e["expired_at"]) for e in expired["episodes_provider_up"]}
+    return {
+        "soak_expired_token_seconds_provider_up": expired["up"],
+        "soak_expired_token_seconds_provider_down": expired["down"],
+        "soak_expired_token_seconds_provider_then_control_plane": expired["compound"],
+        "expired_episodes_provider_then_control_plane": expired["episodes_compound"][:100],
+        "soak_expired_token_seconds_provider_up_strict": strict["up"],
+        "expired_episodes_provider_up_strict_only": [
+            {k: e[k] for k in ("secret", "provider", "expired_at", "seconds_provider_up")}
+            for e in strict["episodes_provider_up"]
+            if (e["secret"], e["expired_at"]) not in seen
+        ][:100],
+        "expired_episodes_provider_up": expired["episodes_provider_up"][:100],
+        "expired_episodes_provider_up_count": len(expired["episodes_provider_up"]),
+    }
+
+
 def reanalyse(soak: Soak, workdir: Path) -> None:
     """The expired-token figures again, from the records a finished run left in its
     workdir (token values there are digests, compared with digests) and its soak.json.
@@ -770,20 +772,10 @@ def reanalyse(soak: Soak, workdir: Path) -> None:
     from soak_report import write as write_report
 
     kept = {e["secret"]: e.get("log", []) for e in results["expired_episodes_provider_up"]}
-    results.update(
-        {
-            "soak_expired_token_seconds_provider_up": expired["up"],
-            "soak_expired_token_seconds_provider_down": expired["down"],
-            "soak_expired_token_seconds_provider_then_control_plane": expired["compound"],
-            "expired_episodes_provider_then_control_plane": expired["episodes_compound"][:100],
-            "soak_expired_token_seconds_provider_up_strict": strict["up"],
-            "expired_episodes_provider_up": [
-                {**e, "log": kept.get(e["secret"], [])} for e in expired["episodes_provider_up"]
-            ][:100],
-            "expired_episodes_provider_up_count": len(expired["episodes_provider_up"]),
-            "reanalysed": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-    )
+    figures = expired_figures(expired, strict)
+    for episode in figures["expired_episodes_provider_up"]:
+        episode["log"] = kept.get(episode["secret"], [])
+    results.update({**figures, "reanalysed": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
     write_report(results, {"buckets": analysis.buckets(expired), "other_keys": OTHER_KEYS}, out)
 
 
