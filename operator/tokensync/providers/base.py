@@ -24,12 +24,19 @@ class Token:
     ``state`` is what the provider wants back at the next mint (a refresh token and its
     expiry): the operator keeps it in a Secret of its own, never in the target Secret.
     ``None`` means the provider keeps no state.
+
+    ``token_type``, ``scope`` and ``others`` (the answer's other tokens, e.g. the
+    access_token beside a Biotz id_token; never a refresh token) are what a
+    spec.target.template may use besides the value.
     """
 
     value: str = field(repr=False)
     expires_at: datetime | None
     minted_at: datetime
     state: Mapping[str, str] | None = field(default=None, repr=False)
+    token_type: str | None = None
+    scope: str | None = None
+    others: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"Token(expires_at={self.expires_at!r}, minted_at={self.minted_at!r})"

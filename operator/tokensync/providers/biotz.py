@@ -9,6 +9,7 @@ fall back to the password grant when it is rejected.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -124,9 +125,4 @@ class Biotz(Provider):
             headers={"Accept": "application/json"},
             data=form,
         )
-        return Token(
-            value=token.value,
-            expires_at=token.expires_at,
-            minted_at=token.minted_at,
-            state=token_endpoint.refresh_state(body, request.now),
-        )
+        return replace(token, state=token_endpoint.refresh_state(body, request.now))

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote_plus
@@ -275,6 +276,4 @@ class OAuth2(Provider):
             if self.shareable(request.spec)
             else token_endpoint.refresh_state(body, request.now)
         )
-        return Token(
-            value=token.value, expires_at=token.expires_at, minted_at=token.minted_at, state=state
-        )
+        return replace(token, state=state)

@@ -6,6 +6,7 @@ import email.utils
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -221,8 +222,17 @@ def token_from_success(
     token_type = body.get("token_type")
     if token_type is not None and not isinstance(token_type, str):
         raise InvalidResponse("provider answered a token_type that is not a string")
+    scope = body.get("scope")
+    described = Token(
+        value=value,
+        expires_at=None,
+        minted_at=now,
+        token_type=token_type,
+        scope=scope if isinstance(scope, str) else None,
+        others=_other_tokens(body, token_field),
+    )
     if never_expires:
-        return Token(value=value, expires_at=None, minted_at=now), body
+        return described, body
     expires_at = expiry(
         now=now,
         expires_in=body.get("expires_in"),
@@ -232,7 +242,20 @@ def token_from_success(
     )
     if expires_at - now < MIN_USEFUL_LIFETIME:
         raise TokenExpired("provider handed out a token that is already expired")
-    return Token(value=value, expires_at=expires_at, minted_at=now), body
+    return replace(described, expires_at=expires_at), body
+
+
+# The tokens of one answer a template may name besides the chosen one. A refresh token is
+# provider state (kept apart from what workloads read), never one of these.
+_OTHER_TOKENS = ("access_token", "id_token")
+
+
+def _other_tokens(body: Mapping[str, Any], token_field: str) -> dict[str, str]:
+    return {
+        name: value
+        for name in _OTHER_TOKENS
+        if name != token_field and isinstance(value := body.get(name), str) and value
+    }
 
 
 async def request_token(
