@@ -22,6 +22,7 @@ _MIN_HELD_LIFETIME = timedelta(seconds=2)
 class Cause(StrEnum):
     INITIAL = "Initial"
     SPEC_CHANGED = "SpecChanged"
+    TEMPLATE_CHANGED = "TemplateChanged"
     RENEW_REQUESTED = "RenewRequested"
     CREDENTIALS_CHANGED = "CredentialsChanged"
     SECRET_MISSING = "SecretMissing"
@@ -62,6 +63,19 @@ class TargetConflict(MintError):
     permanent = True
 
 
+class TargetTypeImmutable(MintError):
+    """Our Secret has another type than spec.target.type; only deleting it changes that
+    (the operator has no delete right on Secrets, docs/security.md)."""
+
+    reason = "TargetTypeImmutable"
+    awaits_user = True
+
+
+class InvalidTemplate(MintError):
+    reason = "InvalidTemplate"
+    permanent = True
+
+
 class CredentialsNotFound(MintError):
     reason = "CredentialsNotFound"
     awaits_user = True
@@ -95,7 +109,11 @@ def decide(
     now: datetime,
     pending: bool = False,
 ) -> Decision:
-    """The one place that says why a token is minted. Pure: same inputs, same answer."""
+    """The one place that says why a token is minted. Pure: same inputs, same answer.
+
+    ``held`` is the token this process minted, given only while the spec still asks for
+    that token (``ProviderTokenView.mint_question``).
+    """
     status = view.status
     if target is not None and target.owner_uid != view.uid:
         owner = "another ProviderToken" if target.owner_uid else "nothing tokensync manages"
@@ -112,6 +130,10 @@ def decide(
     if view.renew_request is not None and view.renew_request != status.last_renew_request:
         return Mint(Cause.RENEW_REQUESTED)
     if status.observed_generation != view.generation:
+        # ``held`` is only given for the spec it was minted for: what changed is how the
+        # token is written (the target's type, key or templates), not the token.
+        if _held_usable(held, None, now):
+            return Rewrite(Cause.TEMPLATE_CHANGED)
         return Mint(Cause.SPEC_CHANGED)
     known_digest = attempted_digest or (target.credentials_digest if target else None)
     if known_digest is not None and known_digest != credentials_digest:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tokensync import names
+from tokensync.templating import TemplateError, TemplateSpec
 from tokensync.timing import RefreshPolicy, parse_duration
 
 Key = tuple[str, str]  # (namespace, name)
+
+DEFAULT_ROLLOUT_MIN_INTERVAL = timedelta(minutes=1)
 
 
 def object_key(body: Mapping[str, Any]) -> Key:
@@ -40,6 +44,7 @@ def format_time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_KEPT_FIELDS = ("spec", "status", "data", "type")
 _KEPT_METADATA = (
     "name",
     "namespace",
@@ -69,7 +74,7 @@ def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
         kept["annotations"] = annotations
     return {
         "metadata": kept,
-        **{key: body[key] for key in ("spec", "status", "data") if key in body},
+        **{key: body[key] for key in _KEPT_FIELDS if key in body},
     }
 
 
@@ -126,14 +131,33 @@ class ProviderTokenView:
     credentials_secret: str
     target_secret: str
     target_key: str
+    # The Secret's type and, when set, the templates of its keys and metadata.
+    target_type: str
+    template: TemplateSpec | None
     refresh: RefreshPolicy
     fallback_lifetime: timedelta | None
     renew_request: str | None
     status: Status
+    # spec.rollout.minInterval: the least time between two restarts of one workload.
+    rollout_min_interval: timedelta = DEFAULT_ROLLOUT_MIN_INTERVAL
 
     @property
     def key(self) -> Key:
         return (self.namespace, self.name)
+
+    @property
+    def mint_question(self) -> tuple[object, ...]:
+        """What a token is minted for: a change here needs a new token; a change of
+        anything else (the target's key, type and templates, the rollout) only a new
+        rendering of the token in hand."""
+        return (
+            self.provider,
+            json.dumps(dict(self.provider_spec), sort_keys=True),
+            self.credentials_secret,
+            self.target_secret,
+            self.refresh,
+            self.fallback_lifetime,
+        )
 
 
 def parse_provider_token(body: Mapping[str, Any]) -> ProviderTokenView:
@@ -153,7 +177,20 @@ def parse_provider_token(body: Mapping[str, Any]) -> ProviderTokenView:
         )
     except ValueError as error:
         raise SpecInvalid(f"spec.refresh: {error}") from None
+    rollout = spec.get("rollout") or {}
+    try:
+        min_interval = (
+            parse_duration(rollout["minInterval"])
+            if rollout.get("minInterval")
+            else DEFAULT_ROLLOUT_MIN_INTERVAL
+        )
+    except ValueError as error:
+        raise SpecInvalid(f"spec.rollout.minInterval: {error}") from None
     target = spec.get("target") or {}
+    try:
+        template = TemplateSpec.parse(target.get("template"))
+    except TemplateError as error:
+        raise SpecInvalid(error.message) from None
     annotations = metadata.get("annotations") or {}
     return ProviderTokenView(
         namespace=metadata.get("namespace", ""),
@@ -165,6 +202,8 @@ def parse_provider_token(body: Mapping[str, Any]) -> ProviderTokenView:
         credentials_secret=(spec.get("credentialsRef") or {}).get("name", ""),
         target_secret=target.get("name", ""),
         target_key=target.get("key") or "token",
+        target_type=target.get("type") or "Opaque",
+        template=template,
         refresh=RefreshPolicy(
             renew_before=renew_before,
             renew_before_percentage=refresh.get("renewBeforePercentage"),
@@ -172,6 +211,7 @@ def parse_provider_token(body: Mapping[str, Any]) -> ProviderTokenView:
         fallback_lifetime=fallback,
         renew_request=annotations.get(names.RENEW_ANNOTATION),
         status=Status.parse(body.get("status") or {}),
+        rollout_min_interval=min_interval,
     )
 
 

@@ -27,6 +27,28 @@ PROVIDER_ANNOTATION = "tokensync.dev/provider"
 CREDENTIALS_DIGEST_ANNOTATION = "tokensync.dev/credentials-digest"
 # On the state Secret: the provider block its refresh token was issued for.
 SPEC_DIGEST_ANNOTATION = "tokensync.dev/provider-spec-digest"
+# HMAC of the token itself: what a rotation changes (rollouts compare it), and what a
+# restore of the same token keeps.
 TOKEN_DIGEST_ANNOTATION = "tokensync.dev/token-digest"
+# HMAC of everything written into the target Secret (its type and every rendered key):
+# what drift detection compares.
+DATA_DIGEST_ANNOTATION = "tokensync.dev/data-digest"
+# The label and annotation keys spec.target.template put on the target Secret (JSON), so
+# that a key dropped from the template is removed and nobody else's is.
+TEMPLATED_KEYS_ANNOTATION = "tokensync.dev/templated-keys"
+
+# Rollout on rotation (opt-in by the workload's owner, operator flag --rollouts).
+# On a Deployment, StatefulSet or DaemonSet: the label (value "true") lets the operator
+# select opted-in workloads server-side; the annotation of the same key names the target
+# Secrets (comma-separated) whose rotation restarts it.
+ROLLOUT_LABEL = "tokensync.dev/restart-on-rotation"
+ROLLOUT_LABEL_VALUE = "true"
+ROLLOUT_ANNOTATION = "tokensync.dev/restart-on-rotation"
+# On the workload's pod template: set at each restart, as `kubectl rollout restart` sets
+# kubectl.kubernetes.io/restartedAt; changing it is what rolls the pods.
+RESTARTED_AT_ANNOTATION = "tokensync.dev/restartedAt"
+# On the workload's own metadata (not the pod template): for each Secret, which token
+# (a prefix of its token digest) the workload was last restarted for.
+RESTARTED_FOR_ANNOTATION = "tokensync.dev/restarted-for"
 
 READY = "Ready"

@@ -23,11 +23,13 @@ from tokensync.decision import (
     Cause,
     CredentialsNotFound,
     CredentialsUnreadable,
+    InvalidTemplate,
     Mint,
     ProviderNotSupported,
     Refuse,
     Rewrite,
     TargetConflict,
+    TargetTypeImmutable,
     Wait,
     decide,
 )
@@ -35,6 +37,7 @@ from tokensync.digest import DigestKey
 from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder, ObjectRef
 from tokensync.kube import ApiError
+from tokensync.memory import Memory
 from tokensync.model import (
     ProviderTokenView,
     SpecInvalid,
@@ -46,16 +49,20 @@ from tokensync.providers.base import MintError, MintRequest, Provider, Token
 from tokensync.providers.registry import Registry
 from tokensync.secret_bodies import (
     TargetState,
+    contents,
     credentials,
     provider_state,
     state_question,
     state_secret_name,
     target_secret,
     target_state,
+    token_digest,
 )
 from tokensync.secret_writes import SecretWrites
 from tokensync.sharing import SharedMints, share_key
-from tokensync.timing import renewal_time, retry_delay, urgent, write_retry_delay
+from tokensync.templating import TemplateError
+from tokensync.templating import check as check_template
+from tokensync.timing import renewal_time, retry_delay, urgent
 
 logger = logging.getLogger("tokensync.reconcile")
 
@@ -78,39 +85,6 @@ class StatusApi(Protocol):
         name: str,
         patch: Mapping[str, Any],
     ) -> dict[str, Any]: ...
-
-
-@dataclass
-class Memory:
-    """Per-token state that lives only in this process (nothing secret is persisted)."""
-
-    held: Token | None = None
-    attempted_digest: str | None = None
-    # The held token is not yet in the Secret and the status: write it, do not mint again.
-    pending: bool = False
-    write_failures: int = 0
-    last_write_unreachable: bool = False
-
-    def write_backoff(
-        self, error: ApiError, serving_until: datetime | None, now: datetime
-    ) -> timedelta:
-        """How long until the token in hand is written again (``timing.write_retry_delay``).
-
-        The count starts again when the API server goes from silent to refusing (or
-        back): a server just back may refuse for a moment.
-        """
-        unreachable = error.status == 0
-        if unreachable != self.last_write_unreachable:
-            self.write_failures = 0
-            self.last_write_unreachable = unreachable
-        self.write_failures += 1
-        held_until = self.held.expires_at if self.held is not None else None
-        return write_retry_delay(
-            self.write_failures,
-            unreachable=unreachable,
-            now=now,
-            expiries=(serving_until, held_until),
-        )
 
 
 @dataclass(frozen=True)
@@ -144,6 +118,7 @@ class Reconciler:
         clock: Clock,
         jitter: Callable[[], float],
         on_status: Callable[[Mapping[str, Any]], None],
+        on_token_changed: Callable[[str, str], None] | None = None,
     ) -> None:
         self._kube = kube
         self._secrets = secrets
@@ -156,6 +131,9 @@ class Reconciler:
         self._jitter = jitter
         # Told about every status this reconciler writes, so the next look sees it.
         self._on_status = on_status
+        # Told (namespace, target Secret) once a different token is in a target Secret:
+        # the rollouts of workloads that asked for it (``rollouts``).
+        self._on_token_changed = on_token_changed
         self._memory: dict[tuple[str, str], Memory] = {}
         self._shared = SharedMints()
 
@@ -188,21 +166,25 @@ class Reconciler:
         target_body = await self._secrets.labelled(view.namespace, view.target_secret)
         target = target_state(target_body, view, self._digest) if target_body else None
         try:
+            if view.template is not None:
+                check_template(view.template)
             creds = await self._read_credentials(view, provider)
+        except TemplateError as error:
+            # Before any request: a template that cannot render would waste a mint.
+            return await self._fail(view, target, InvalidTemplate(error.message))
         except MintError as error:
             return await self._fail(view, target, error)
         digest = self._digest.of_mapping(creds)
-        decision = decide(
-            view, target, digest, memory.attempted_digest, memory.held, now, memory.pending
-        )
+        held = memory.held if memory.minted_for == view.mint_question else None
+        decision = decide(view, target, digest, memory.attempted_digest, held, now, memory.pending)
         match decision:
             case Wait(until=until):
                 return until
             case Refuse(error=refusal):
                 return await self._fail(view, target, refusal)
             case Rewrite(cause=cause):
-                assert memory.held is not None
-                return await self._write(view, memory.held, digest, cause, memory)
+                assert held is not None
+                return await self._write(view, held, creds, digest, cause, memory)
             case Mint(cause=cause):
                 return await self._mint(view, provider, creds, digest, cause, target, memory)
 
@@ -246,7 +228,12 @@ class Reconciler:
                 f"{view.namespace}"
             )
         secret = await self._secrets.label_credentials(secret)
-        return credentials(secret, provider.required_credentials(view.provider_spec))
+        # The provider's keys, and those the template names (they are read the same way
+        # and their digest counts alike: a changed username mints a new token).
+        wanted = provider.required_credentials(view.provider_spec)
+        if view.template is not None:
+            wanted += tuple(k for k in view.template.credential_keys if k not in wanted)
+        return credentials(secret, wanted)
 
     async def _mint(
         self,
@@ -266,9 +253,10 @@ class Reconciler:
             # Saved for other credentials, another endpoint or client: it must never be
             # sent again, so it leaves the cluster before anything is sent.
             await self._secret_writes.save_state(view, question, {})
+        needed = provider.required_credentials(view.provider_spec)
         request = MintRequest(
             spec=view.provider_spec,
-            credentials=creds,
+            credentials={key: creds[key] for key in needed if key in creds},
             http=self._http,
             now=self._clock(),
             fallback_lifetime=view.fallback_lifetime,
@@ -311,23 +299,32 @@ class Reconciler:
         if token.state is not None and token.state != saved.values:
             await self._secret_writes.save_state(view, question, token.state)
         memory.held = token
+        memory.minted_for = view.mint_question
         memory.pending = True
-        return await self._write(view, token, digest, cause, memory, duration=duration)
+        return await self._write(view, token, creds, digest, cause, memory, duration=duration)
 
     async def _write(
         self,
         view: ProviderTokenView,
         token: Token,
+        creds: Mapping[str, str],
         digest: str,
         cause: Cause,
         memory: Memory,
         duration: float | None = None,
     ) -> Outcome:
         """The token into its Secret; the status write is handed back as pending."""
-        desired = target_secret(view, token, digest, self._digest)
+        try:
+            rendered = contents(view, token, creds)
+        except TemplateError as error:
+            # The token is held; the Secret keeps its last good contents until the
+            # template is fixed (a new generation writes the held token, no new mint).
+            return await self._fail(view, None, InvalidTemplate(error.message))
+        desired = target_secret(view, token, digest, self._digest, rendered)
+        before = await self._secrets.labelled(view.namespace, view.target_secret)
         try:
             await self._secret_writes.write(view, desired)
-        except TargetConflict as conflict:
+        except (TargetConflict, TargetTypeImmutable) as conflict:
             return await self._fail(view, None, conflict)
         except ApiError as error:
             now = self._clock()
@@ -340,6 +337,8 @@ class Reconciler:
                 int(delay.total_seconds()),
             )
             return now + delay
+        if self._on_token_changed is not None and token_digest(before) != token_digest(desired):
+            self._on_token_changed(view.namespace, view.target_secret)
         now = self._clock()
         renewal = renewal_time(token.minted_at, token.expires_at, view.refresh, self._jitter())
         report = status.minted(view, token, renewal, now)

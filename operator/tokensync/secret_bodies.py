@@ -1,8 +1,8 @@
 """What tokensync puts into Secrets and reads back out of them. Pure: no API calls.
 
-The target Secret (the token and the digests that tell an edit from our own write), the
-provider-state Secret (a refresh token, marked with the question it answers), and the
-credentials a provider needs from the credentials Secret.
+The target Secret (the token, raw or rendered by its template, and the digests that tell
+an edit from our own write), the provider-state Secret (a refresh token, marked with the
+question it answers), and the credentials a provider needs from the credentials Secret.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tokensync.model import (
     parse_time,
 )
 from tokensync.providers.base import CredentialsIncomplete, Token
+from tokensync.templating import Rendered, RenderInput, render
 
 
 def credentials(secret: Mapping[str, Any], required: tuple[str, ...]) -> dict[str, str]:
@@ -65,20 +66,62 @@ def target_state(
     metadata = secret.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     labels = metadata.get("labels") or {}
-    value = decode_secret_data(secret).get(view.target_key)
-    recorded = annotations.get(names.TOKEN_DIGEST_ANNOTATION)
-    intact = (
-        bool(value)
-        and recorded is not None
-        and hmac.compare_digest(digest.of_text(value or ""), recorded)
-    )
     return TargetState(
         owner_uid=controller_uid(secret),
         managed=labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY
         and labels.get(names.ROLE_LABEL) == names.ROLE_TOKEN,
-        token_intact=intact,
+        token_intact=_intact(secret, annotations, view, digest),
         credentials_digest=annotations.get(names.CREDENTIALS_DIGEST_ANNOTATION),
         expires_at=parse_time(annotations.get(names.EXPIRES_ANNOTATION)),
+    )
+
+
+def _intact(
+    secret: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    view: ProviderTokenView,
+    digest: DigestKey,
+) -> bool:
+    """Every key is as tokensync wrote it: the data digest covers the type and each
+    rendered key. A Secret written before templates existed has only the token's digest
+    and one key; it is checked that way, so an upgrade mints nothing."""
+    data = decode_secret_data(secret)
+    recorded = annotations.get(names.DATA_DIGEST_ANNOTATION)
+    if recorded is not None:
+        actual = contents_digest(str(secret.get("type") or "Opaque"), data, digest)
+        return bool(data) and hmac.compare_digest(actual, recorded)
+    value = data.get(view.target_key)
+    recorded = annotations.get(names.TOKEN_DIGEST_ANNOTATION)
+    return (
+        bool(value)
+        and recorded is not None
+        and hmac.compare_digest(digest.of_text(value or ""), recorded)
+    )
+
+
+def contents_digest(secret_type: str, data: Mapping[str, str], digest: DigestKey) -> str:
+    return digest.of_text(
+        json.dumps({"type": secret_type, "data": dict(data)}, sort_keys=True, separators=(",", ":"))
+    )
+
+
+def contents(view: ProviderTokenView, token: Token, credentials: Mapping[str, str]) -> Rendered:
+    """What goes into the target Secret: the raw token under ``target.key``, or what
+    ``target.template`` renders from it (``templating.TemplateError`` when it cannot)."""
+    if view.template is None:
+        return Rendered(data={view.target_key: token.value}, labels={}, annotations={})
+    wanted = view.template.credential_keys
+    return render(
+        view.template,
+        RenderInput(
+            token=token.value,
+            expires_at=token.expires_at,
+            minted_at=token.minted_at,
+            token_type=token.token_type,
+            scope=token.scope,
+            others=token.others,
+            credentials={key: credentials[key] for key in wanted if key in credentials},
+        ),
     )
 
 
@@ -96,17 +139,21 @@ def _owned_secret(
     role: str,
     annotations: Mapping[str, str | None],
     values: Mapping[str, str],
+    *,
+    secret_type: str = "Opaque",
+    extra_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Secret this ProviderToken owns: its labels, its owner reference, ``values``
-    base64-encoded (create body and merge patch alike)."""
+    base64-encoded (create body and merge patch alike). The operator's own labels win
+    over ``extra_labels`` (the CRD and the templating refuse them anyway)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "type": "Opaque",
+        "type": secret_type,
         "metadata": {
             "name": name,
             "namespace": view.namespace,
-            "labels": _labels(view, role),
+            "labels": {**(extra_labels or {}), **_labels(view, role)},
             "annotations": dict(annotations),
             "ownerReferences": _owner_references(view),
         },
@@ -115,19 +162,54 @@ def _owned_secret(
 
 
 def target_secret(
-    view: ProviderTokenView, token: Token, credentials_digest: str, digest: DigestKey
+    view: ProviderTokenView,
+    token: Token,
+    credentials_digest: str,
+    digest: DigestKey,
+    rendered: Rendered,
 ) -> dict[str, Any]:
-    """The whole target Secret as tokensync wants it."""
-    annotations = {
+    """The whole target Secret as tokensync wants it, with ``rendered`` (``contents``)."""
+    annotations: dict[str, str | None] = {
+        **rendered.annotations,
         names.EXPIRES_ANNOTATION: format_time(token.expires_at) or "never",
         names.MINTED_ANNOTATION: format_time(token.minted_at),
         names.PROVIDER_ANNOTATION: view.provider,
         names.CREDENTIALS_DIGEST_ANNOTATION: credentials_digest,
         names.TOKEN_DIGEST_ANNOTATION: digest.of_text(token.value),
+        names.DATA_DIGEST_ANNOTATION: contents_digest(view.target_type, rendered.data, digest),
     }
+    if rendered.labels or rendered.annotations:
+        annotations[names.TEMPLATED_KEYS_ANNOTATION] = json.dumps(
+            {"labels": sorted(rendered.labels), "annotations": sorted(rendered.annotations)},
+            separators=(",", ":"),
+        )
     return _owned_secret(
-        view, view.target_secret, names.ROLE_TOKEN, annotations, {view.target_key: token.value}
+        view,
+        view.target_secret,
+        names.ROLE_TOKEN,
+        annotations,
+        rendered.data,
+        secret_type=view.target_type,
+        extra_labels=rendered.labels,
     )
+
+
+def token_digest(secret: Mapping[str, Any] | None) -> str | None:
+    """Which token ``secret`` holds, as its recorded digest: a rotation changes it, a
+    restore or a new rendering of the same token does not."""
+    annotations = ((secret or {}).get("metadata") or {}).get("annotations") or {}
+    recorded = annotations.get(names.TOKEN_DIGEST_ANNOTATION)
+    return recorded if isinstance(recorded, str) else None
+
+
+def templated_keys(secret: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """The labels and annotations a template put on ``secret`` (what it recorded)."""
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    try:
+        recorded = json.loads(annotations.get(names.TEMPLATED_KEYS_ANNOTATION) or "{}")
+        return set(recorded.get("labels") or ()), set(recorded.get("annotations") or ())
+    except (ValueError, AttributeError, TypeError):
+        return set(), set()
 
 
 # Provider state (a refresh token) lives in a Secret of its own beside the target: never

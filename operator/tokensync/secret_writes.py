@@ -11,10 +11,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from tokensync.decision import TargetConflict
+from tokensync import names
+from tokensync.decision import TargetConflict, TargetTypeImmutable
 from tokensync.kube import ApiError, Conflict, NotFound
 from tokensync.model import ProviderTokenView, controller_uid
-from tokensync.secret_bodies import StateQuestion, state_secret
+from tokensync.secret_bodies import StateQuestion, state_secret, templated_keys
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ class SecretWrites:
     async def write(self, view: ProviderTokenView, desired: dict[str, Any]) -> dict[str, Any]:
         """Create or merge-patch a Secret this ProviderToken owns; never someone else's.
 
-        Raises ``TargetConflict`` for a Secret of that name owned by anything else, and
-        ``ApiError`` when the API server refuses or does not answer.
+        Raises ``TargetConflict`` for a Secret of that name owned by anything else,
+        ``TargetTypeImmutable`` for ours with another type, and ``ApiError`` when the API
+        server refuses or does not answer.
         """
         written = await self._create_or_patch(view, desired)
         self._secrets.remember(written)
@@ -88,10 +90,29 @@ class SecretWrites:
                 f"Secret {name} already exists and is not owned by this ProviderToken; "
                 "choose another spec.target.name or delete that Secret"
             )
+        wanted_type = desired.get("type", "Opaque")
+        if (existing.get("type") or "Opaque") != wanted_type:
+            raise TargetTypeImmutable(
+                f"Secret {name} has type {existing.get('type') or 'Opaque'} and spec.target.type "
+                f"is {wanted_type}; a Secret's type cannot change: delete Secret {name} and "
+                "tokensync writes it again with the new type"
+            )
         metadata = {k: v for k, v in desired["metadata"].items() if k not in ("name", "namespace")}
-        # Keys we no longer want are removed: null deletes a key in a merge patch.
+        # Keys we no longer want are removed: null deletes a key in a merge patch. Of the
+        # labels and annotations, only those our template put there and no longer does.
         stale = {key: None for key in existing.get("data") or {} if key not in desired["data"]}
-        patch = {"metadata": metadata, "data": {**stale, **desired["data"]}, "type": "Opaque"}
+        old_labels, old_annotations = templated_keys(existing)
+        metadata["labels"] = {
+            **{key: None for key in old_labels if key not in metadata["labels"]},
+            **metadata["labels"],
+        }
+        metadata["annotations"] = {
+            **{key: None for key in old_annotations if key not in metadata["annotations"]},
+            **metadata["annotations"],
+        }
+        if names.TEMPLATED_KEYS_ANNOTATION not in metadata["annotations"]:
+            metadata["annotations"][names.TEMPLATED_KEYS_ANNOTATION] = None
+        patch = {"metadata": metadata, "data": {**stale, **desired["data"]}, "type": wanted_type}
         try:
             return await self._kube.patch_secret(view.namespace, name, patch)
         except NotFound:

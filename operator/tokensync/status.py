@@ -184,10 +184,12 @@ _MINT_EVENT_REASONS = {
     Cause.CREDENTIALS_CHANGED: "CredentialsChanged",
     Cause.SECRET_MISSING: "SecretRestored",
     Cause.SECRET_DRIFTED: "SecretRestored",
+    Cause.TEMPLATE_CHANGED: "SecretRendered",
 }
 _MINT_NOTES = {
     Cause.INITIAL: "minted the first token",
     Cause.SPEC_CHANGED: "spec changed: minted a new token",
+    Cause.TEMPLATE_CHANGED: "target type, key or template changed: wrote the same token again",
     Cause.RENEW_REQUESTED: "renewal requested through tokensync.dev/renew",
     Cause.CREDENTIALS_CHANGED: "credentials changed: minted a new token",
     Cause.SECRET_MISSING: "target Secret was missing: restored",

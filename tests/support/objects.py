@@ -93,12 +93,24 @@ class Cluster:
         return [e for e in items if name is None or e.regarding.name == name]
 
     def operator_output(self) -> list[tuple[str, str]]:
-        """Every Event's reason and note, and every ProviderToken's status, as text."""
+        """Every Event's reason and note, every ProviderToken's status, and every
+        Secret's labels and annotations (a template must not put a value there), as text."""
         events = self.events_api.list_event_for_all_namespaces().items
         tokens = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        # The Secrets the operator writes; a user's own (kubectl's last-applied copy of a
+        # credentials Secret holds its values) are not the operator's output.
+        secrets = self.core.list_secret_for_all_namespaces(
+            label_selector="tokensync.dev/role in (token,state)"
+        ).items
         return [
             ("events", "\n".join(f"{e.reason} {e.note}" for e in events)),
             ("status", json.dumps([t.get("status") for t in tokens])),
+            (
+                "secret metadata",
+                json.dumps(
+                    [[s.metadata.labels, s.metadata.annotations] for s in secrets], default=str
+                ),
+            ),
         ]
 
     def patch_token(self, namespace: str, name: str, patch: dict[str, Any]) -> None:

@@ -85,6 +85,32 @@ CASES = [
         Mint(Cause.SCHEDULED),
     ),
     ("spec changed", view(generation=3), target(), None, None, Mint(Cause.SPEC_CHANGED)),
+    # The reconciler hands over the held token only while the spec asks for that token:
+    # then the change was to how it is written (template, type, key).
+    (
+        "template changed, token in hand",
+        view(generation=3),
+        target(),
+        None,
+        HELD,
+        Rewrite(Cause.TEMPLATE_CHANGED),
+    ),
+    (
+        "template changed, failing, token in hand",
+        view(generation=3, ready="False"),
+        target(),
+        None,
+        HELD,
+        Rewrite(Cause.TEMPLATE_CHANGED),
+    ),
+    (
+        "template changed, held token about to expire",
+        view(generation=3),
+        target(),
+        None,
+        Token(value="v", expires_at=NOW + timedelta(seconds=1), minted_at=NOW),
+        Mint(Cause.SPEC_CHANGED),
+    ),
     (
         "renew requested",
         view(renew_annotation="a"),
@@ -219,3 +245,48 @@ def test_token_repr_never_shows_the_value() -> None:
     token = Token(value="super-secret-value", expires_at=None, minted_at=NOW)
     assert "super-secret-value" not in repr(token)
     assert "super-secret-value" not in str(token)
+
+
+def _spec_view(**changes: Any) -> Any:
+    spec: dict[str, Any] = {
+        "provider": {"oauth2": {"tokenUrl": "https://idp.example/token", "scope": "a"}},
+        "credentialsRef": {"name": "creds"},
+        "target": {"name": "out", "key": "token"},
+    }
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = spec
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return parse_provider_token({"metadata": {"name": "pt", "uid": UID}, "spec": spec})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"target__key": "other"},
+        {"target__type": "kubernetes.io/basic-auth"},
+        {"target__template": {"data": {"password": "{{ token }}"}}},
+        {"rollout": {"minInterval": "5m"}},
+    ],
+    ids=["key", "type", "template", "rollout"],
+)
+def test_how_the_token_is_written_is_not_a_question_for_the_provider(
+    change: dict[str, Any],
+) -> None:
+    assert _spec_view(**change).mint_question == _spec_view().mint_question
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"provider": {"oauth2": {"tokenUrl": "https://idp.example/token", "scope": "b"}}},
+        {"credentialsRef": {"name": "other"}},
+        {"target__name": "elsewhere"},
+        {"refresh": {"renewBefore": "5m"}},
+    ],
+    ids=["provider", "credentials", "target-name", "refresh"],
+)
+def test_what_the_token_is_minted_for_is(change: dict[str, Any]) -> None:
+    assert _spec_view(**change).mint_question != _spec_view().mint_question
