@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="this replica's name in leader election (default: hostname and a random part)",
     )
     run.add_argument(
+        "--rollouts",
+        action="store_true",
+        default=_env_flag("TOKENSYNC_ROLLOUTS"),
+        help="restart Deployments, StatefulSets and DaemonSets labelled "
+        "tokensync.dev/restart-on-rotation=true when a Secret their annotation of that name "
+        "lists gets a new token (each namespace grants it with deploy/rollouts/role.yaml)",
+    )
+    run.add_argument(
         "--log-format",
         choices=_LOG_FORMATS,
         default=_from_env("--log-format", "TOKENSYNC_LOG_FORMAT", "text"),
@@ -263,6 +271,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         identity=args.identity or default_identity(),
         log_format=args.log_format,
         log_level=args.log_level,
+        rollouts=args.rollouts,
     )
 
 

@@ -36,6 +36,9 @@ class OperatorConfig:
     identity: str = field(default_factory=default_identity)
     log_format: str = "text"
     log_level: str = "INFO"
+    # Restart opted-in workloads when their token rotates (docs/decisions/0010-rollouts.md).
+    # Off: the operator never makes a workload API call.
+    rollouts: bool = False
 
     @property
     def clusterwide(self) -> bool:

@@ -251,3 +251,36 @@ class KubeApi:
             json_body=body,
             lane=Lane.EVENT,
         )
+
+    # Workloads (apps/v1), for rollouts on rotation (--rollouts): only ever listed with the
+    # opt-in label selector, and patched with a merge patch. On the status lane: a restart
+    # delivers a token already in its Secret, as the status reports it; it can wait for
+    # the token writes, and needs not wait behind Events.
+    @staticmethod
+    def _workload_path(kind_plural: str, namespace: str, name: str | None = None) -> str:
+        base = f"/apis/apps/v1/namespaces/{quote(namespace)}/{quote(kind_plural)}"
+        return f"{base}/{quote(name)}" if name else base
+
+    async def list_workloads(
+        self, kind_plural: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        listing = await self._request(
+            "GET",
+            self._workload_path(kind_plural, namespace),
+            params={"labelSelector": label_selector},
+            lane=Lane.STATUS,
+        )
+        items: list[dict[str, Any]] = listing.get("items", [])
+        return items
+
+    async def patch_workload(
+        self, kind_plural: str, namespace: str, name: str, merge_patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        patched: dict[str, Any] = await self._request(
+            "PATCH",
+            self._workload_path(kind_plural, namespace, name),
+            json_body=merge_patch,
+            content_type=MERGE_PATCH,
+            lane=Lane.STATUS,
+        )
+        return patched

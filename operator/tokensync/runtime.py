@@ -25,6 +25,7 @@ from tokensync.model import decode_secret_data
 from tokensync.preflight import StartupError
 from tokensync.providers.registry import PROVIDERS
 from tokensync.reconcile import Reconciler
+from tokensync.rollouts import RolloutSweeper
 from tokensync.secret_cache import SecretCache
 from tokensync.secret_writes import SecretWrites
 from tokensync.token_cache import TokenCache
@@ -95,6 +96,8 @@ class Runtime:
     events: EventRecorder
     health: Health
     elector: LeaderElector | None = None
+    # --rollouts only: without the flag nothing here ever calls a workload API.
+    rollouts: RolloutSweeper | None = None
 
     @classmethod
     async def create(cls, config: OperatorConfig, configuration: Configuration) -> Runtime:
@@ -117,6 +120,18 @@ class Runtime:
         events = EventRecorder(kube, clock=clock)
         events.start()
         tokens = TokenCache()
+        rollouts = (
+            RolloutSweeper(
+                kube,
+                secrets=secrets,
+                tokens=tokens,
+                events=events,
+                clock=clock,
+                jitter=random.random,
+            )
+            if config.rollouts
+            else None
+        )
         reconciler = Reconciler(
             kube=kube,
             secrets=secrets,
@@ -128,12 +143,24 @@ class Runtime:
             clock=clock,
             jitter=random.random,
             on_status=tokens.observe_own_status,
+            on_token_changed=rollouts.token_changed if rollouts is not None else None,
         )
         controller = Controller(
             reconciler, tokens=tokens, secrets=secrets, workers=config.workers, clock=clock
         )
-        health = Health(kube.reachable, alive=controller.queue.running)
-        runtime = cls(kube=kube, http=http, controller=controller, events=events, health=health)
+
+        def alive() -> bool:
+            return controller.queue.running() and (rollouts is None or rollouts.running())
+
+        health = Health(kube.reachable, alive=alive)
+        runtime = cls(
+            kube=kube,
+            http=http,
+            controller=controller,
+            events=events,
+            health=health,
+            rollouts=rollouts,
+        )
         if config.leader_election:
             runtime.elector = LeaderElector(
                 kube,
@@ -149,16 +176,24 @@ class Runtime:
         if leading:
             self.controller.queue.resume()
             self.controller.requeue_all()
+            if self.rollouts is not None:
+                self.rollouts.resume()
         else:
             self.controller.queue.pause()
+            if self.rollouts is not None:
+                self.rollouts.pause()
         self.health.set_leading(leading)
 
     async def start(self, health_port: int) -> None:
         if self.elector is not None:
             # A replica works only once it holds the Lease; until then it is standby.
             self.controller.queue.pause()
+            if self.rollouts is not None:
+                self.rollouts.pause()
             self.health.leading = False
         self.controller.start()
+        if self.rollouts is not None:
+            self.rollouts.start()
         await self.health.start(health_port)
         self.health.started = True
         self.health.publish()
@@ -170,6 +205,8 @@ class Runtime:
             await self.elector.stop()
         await self.health.stop()
         await self.controller.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
         await self.events.stop()
         await self.http.close()
         await self.kube.close()

@@ -41,18 +41,7 @@ def replicas(
         replica = OperatorProcess(
             operator_kubeconfig_path,
             operator_logs_dir / f"{name}.log",
-            [
-                "--leader-election",
-                "--identity",
-                name,
-                "--allowed-hosts",
-                ",".join(f.host for f in fakes.all()),
-                "--allow-insecure-http",
-                "--metrics-port",
-                "0",
-                "--health-port",
-                str(health),
-            ],
+            ["--leader-election", "--identity", name, *fakes.operator_args(health)],
         ).start()
         replica.health_url = f"http://127.0.0.1:{health}"
         started.append(replica)

@@ -65,6 +65,15 @@ class Fakes:
     def all(self) -> tuple[FakeProvider, ...]:
         return (*self._named(), *self.others.values())
 
+    def operator_args(self, health_port: int) -> list[str]:
+        """`tokensync run` flags for an operator the test starts itself: the fakes'
+        hosts allowed over plain HTTP, no metrics port, health on ``health_port``."""
+        hosts = ",".join(fake.host for fake in self.all())
+        return [
+            *("--allowed-hosts", hosts, "--allow-insecure-http"),
+            *("--metrics-port", "0", "--health-port", str(health_port)),
+        ]
+
     def for_provider(self, name: str) -> FakeProvider:
         for fake in self.all():
             if fake.provider == name:
