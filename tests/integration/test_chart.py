@@ -20,6 +20,7 @@ from tokensync_dev.devcluster.build import helm_binary
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "tokensync"
 USER_ROLES = REPO / "deploy" / "user-roles" / "clusterroles.yaml"
+ROLLOUTS_KUSTOMIZE = REPO / "deploy" / "rollouts"
 RELEASE = "tsc"
 # Kinds whose CRDs (Prometheus operator) the suite's API server does not serve: rendered
 # and checked here, left out of the server dry run.
@@ -62,6 +63,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "network-policy": {"networkPolicy": NETWORK_POLICY},
     "no-aggregate-roles": {"aggregateRoles": {"enabled": False}},
     "extra-objects": {"extraObjects": EXTRA_OBJECTS},
+    # Namespaces every API server has, so that the dry run finds them.
+    "rollouts": {"rollouts": {"enabled": True, "namespaces": ["default", "kube-public"]}},
     "everything": {
         "replicaCount": 3,
         "watchNamespaces": ["team-a", "team-b"],
@@ -101,6 +104,7 @@ ALSO_RENDERED: dict[str, set[str]] = {
     "network-policy": {"NetworkPolicy"},
     "no-aggregate-roles": {"ClusterRole"},
     "extra-objects": {"ConfigMap"},
+    "rollouts": {"Role", "RoleBinding"},
     "everything": {"PodDisruptionBudget", "NetworkPolicy", "ConfigMap", *NOT_SERVED},
 }
 
@@ -201,7 +205,26 @@ WRONG_VALUES: list[tuple[list[str], str]] = [
         ["--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServer.cidrs={x}"],
         "at '/networkPolicy/apiServer/cidrs/0': 'x' does not match",
     ),
+    (["--set", "rollouts.namespaces=x"], "at '/rollouts/namespaces': got string, want array"),
+    (["--set", "rollouts.namespaces={Team_A}"], "at '/rollouts/namespaces/0': 'Team_A' does not"),
+    (["--set", "rollouts.enabled=yes"], "at '/rollouts/enabled': got string, want boolean"),
+    (["--set", "rollouts.enable=true"], "at '/rollouts': additional properties 'enable'"),
     # Checked by the templates: the schema cannot say these.
+    (
+        ["--set", "rollouts.namespaces={team-a,team-b}"],
+        "rollouts.namespaces lists team-a, team-b but rollouts.enabled is false",
+    ),
+    (
+        [
+            "--set",
+            "rollouts.enabled=true",
+            "--set",
+            "watchNamespaces={team-a}",
+            "--set",
+            "rollouts.namespaces={team-a,team-b}",
+        ],
+        "rollouts.namespaces: team-b is not in watchNamespaces (team-a)",
+    ),
     (["--set", "networkPolicy.enabled=true"], "networkPolicy.apiServer.cidrs: give the API"),
     (["--set", "metrics.port=8081"], "metrics.port and health.port are both 8081"),
 ]
@@ -459,4 +482,206 @@ def test_namespace_users_get_provider_tokens_through_the_built_in_roles(
         lambda: not can_i(cluster, users["admin"], namespace, "create", ptk),
         timeout_s=30,
         what="the ProviderToken rules to leave admin once the roles are deleted",
+    )
+
+
+# --- rollout on rotation: list and patch on workloads, only where a namespace grants it ---
+
+ROLLOUT_RULES = [
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "statefulsets", "daemonsets"],
+        "verbs": ["list", "patch"],
+    }
+]
+
+
+def operator_args(documents: list[Any]) -> list[str]:
+    return list(only(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def rollout_objects(documents: list[Any], release: str = RELEASE) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in documents
+        if d["kind"] in ("Role", "RoleBinding") and d["metadata"]["name"] == f"{release}-rollouts"
+    ]
+
+
+def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) for each right the rules give, however they are written."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
+
+
+def cluster_scoped(documents: list[Any]) -> list[Any]:
+    return [d for d in documents if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def test_rollouts_are_off_by_default(helm: Path) -> None:
+    documents = render(helm, {})
+    assert "--rollouts" not in operator_args(documents)
+    assert not rollout_objects(documents)
+    # The only Role is the leader election's, in the operator's own namespace.
+    assert [d["metadata"]["name"] for d in documents if d["kind"] in ("Role", "RoleBinding")] == [
+        f"{RELEASE}-leader-election",
+        f"{RELEASE}-leader-election",
+    ]
+    # The flag alone grants nothing: namespace owners may apply deploy/rollouts/ themselves.
+    flag_only = render(helm, {"rollouts": {"enabled": True}})
+    assert operator_args(flag_only).count("--rollouts") == 1
+    assert not rollout_objects(flag_only)
+    assert cluster_scoped(flag_only) == cluster_scoped(documents)
+
+
+def test_rollouts_grant_list_and_patch_in_each_listed_namespace_only(helm: Path) -> None:
+    off = render(helm, {}, "ops")
+    documents = render(
+        helm,
+        {
+            "watchNamespaces": ["team-a", "team-b", "team-c"],
+            "rollouts": {"enabled": True, "namespaces": ["team-a", "team-b"]},
+        },
+        "ops",
+    )
+    assert operator_args(documents).count("--rollouts") == 1
+    # Nothing cluster-wide: the ClusterRoles and their bindings are those without rollouts.
+    assert cluster_scoped(documents) == cluster_scoped(off)
+    objects = rollout_objects(documents)
+    assert sorted((d["kind"], d["metadata"]["namespace"]) for d in objects) == [
+        ("Role", "team-a"),
+        ("Role", "team-b"),
+        ("RoleBinding", "team-a"),
+        ("RoleBinding", "team-b"),
+    ]
+    labels = only(documents, "Deployment")["metadata"]["labels"]
+    for document in objects:
+        assert document["apiVersion"] == "rbac.authorization.k8s.io/v1"
+        assert document["metadata"]["labels"] == labels
+        if document["kind"] == "Role":
+            assert document["rules"] == ROLLOUT_RULES
+        else:
+            assert document["roleRef"] == {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": f"{RELEASE}-rollouts",
+            }
+            assert document["subjects"] == [
+                {"kind": "ServiceAccount", "name": RELEASE, "namespace": "ops"}
+            ]
+    # The subject is the chart's own ServiceAccount, the one the operator runs as.
+    account = only(documents, "ServiceAccount")["metadata"]
+    assert (account["name"], account["namespace"]) == (RELEASE, "ops")
+    # With every namespace watched, any namespace may be listed.
+    everywhere = render(helm, {"rollouts": {"enabled": True, "namespaces": ["team-z"]}}, "ops")
+    assert [d["metadata"]["namespace"] for d in rollout_objects(everywhere)] == ["team-z"] * 2
+
+
+def test_rollout_rules_are_those_a_namespace_owner_applies(helm: Path) -> None:
+    """deploy/rollouts/ (kustomize, applied by a namespace owner) and the chart grant the
+    same verbs to the same operator."""
+    sources = sorted(ROLLOUTS_KUSTOMIZE.glob("*.yaml")) if ROLLOUTS_KUSTOMIZE.is_dir() else []
+    shipped = [
+        d
+        for source in sources
+        for d in yaml.safe_load_all(source.read_text())
+        if d and d.get("kind") in ("Role", "RoleBinding")
+    ]
+    if not shipped:
+        pytest.skip("deploy/rollouts/ has no Role yet")
+    [role] = [d for d in shipped if d["kind"] == "Role"]
+    [binding] = [d for d in shipped if d["kind"] == "RoleBinding"]
+    assert granted(role["rules"]) == granted(ROLLOUT_RULES)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    # The kustomize install's operator: ServiceAccount tokensync in tokensync-system, what
+    # the chart binds for a release named tokensync there.
+    account = yaml.safe_load((REPO / "deploy" / "rbac" / "serviceaccount.yaml").read_text())
+    chart = rollout_objects(
+        [
+            d
+            for d in yaml.safe_load_all(
+                helm_run(
+                    helm,
+                    "template",
+                    "tokensync",
+                    str(CHART),
+                    "--namespace",
+                    account["metadata"]["namespace"],
+                    values={"rollouts": {"enabled": True, "namespaces": ["team-a"]}},
+                ).stdout
+            )
+            if d
+        ],
+        "tokensync",
+    )
+    [chart_binding] = [d for d in chart if d["kind"] == "RoleBinding"]
+    assert [
+        {k: s.get(k) for k in ("kind", "name", "namespace")} for s in binding["subjects"]
+    ] == chart_binding["subjects"]
+    assert chart_binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+
+
+def test_rollout_grant_on_the_api_server_is_list_and_patch_in_listed_namespaces(
+    cluster: Cluster, helm: Path
+) -> None:
+    """What the rendered Roles grant, asked of a real API server as the operator's
+    ServiceAccount: list and patch on the three workload kinds in the listed namespaces,
+    nothing else, nowhere else; and nothing once they are deleted."""
+    home = cluster.namespace("chart")
+    granting = [cluster.namespace("rollouts"), cluster.namespace("rollouts")]
+    other = cluster.namespace("rollouts-other")
+    objects = rollout_objects(
+        render(helm, {"rollouts": {"enabled": True, "namespaces": granting}}, home)
+    )
+    assert len(objects) == 4
+    text = yaml.safe_dump_all(objects)
+    operator = f"system:serviceaccount:{home}:{RELEASE}"
+    workloads = ("deployments.apps", "statefulsets.apps", "daemonsets.apps")
+    cluster.plane.kubectl("apply", "-f", "-", input_text=text)
+    try:
+        wait_for(
+            lambda: all(can_i(cluster, operator, n, "patch", workloads[0]) for n in granting),
+            timeout_s=30,
+            what="the rollout Roles to take effect",
+        )
+        for namespace in granting:
+            for workload in workloads:
+                for verb in ("list", "patch"):
+                    assert can_i(cluster, operator, namespace, verb, workload), (verb, workload)
+                for verb in ("get", "watch", "create", "update", "delete", "deletecollection"):
+                    assert not can_i(cluster, operator, namespace, verb, workload), (verb, workload)
+                # No scaling: the subresource is not granted with its parent.
+                assert not can_i(
+                    cluster, operator, namespace, "patch", workload, "--subresource=scale"
+                )
+            for resource in ("pods", "replicasets.apps", "secrets", "jobs.batch"):
+                for verb in ("list", "patch", "delete"):
+                    assert not can_i(cluster, operator, namespace, verb, resource), (verb, resource)
+        for workload in workloads:
+            for verb in ("list", "patch"):
+                assert not can_i(cluster, operator, other, verb, workload), (verb, workload)
+                assert not can_i(cluster, operator, home, verb, workload), (verb, workload)
+                assert not can_i(cluster, operator, other, verb, workload, "--all-namespaces")
+    finally:
+        cluster.plane.kubectl("delete", "-f", "-", input_text=text)
+    # Revoked with the objects: the grant came from them only.
+    wait_for(
+        lambda: not any(can_i(cluster, operator, n, "patch", workloads[0]) for n in granting),
+        timeout_s=30,
+        what="the rollout grant to go with its Roles",
     )
