@@ -314,14 +314,15 @@ class Reconciler:
         duration: float | None = None,
     ) -> Outcome:
         """The token into its Secret; the status write is handed back as pending."""
+        before = await self._secrets.labelled(view.namespace, view.target_secret)
         try:
             rendered = contents(view, token, creds)
         except TemplateError as error:
             # The token is held; the Secret keeps its last good contents until the
             # template is fixed (a new generation writes the held token, no new mint).
-            return await self._fail(view, None, InvalidTemplate(error.message))
+            kept = target_state(before, view, self._digest) if before else None
+            return await self._fail(view, kept, InvalidTemplate(error.message))
         desired = target_secret(view, token, digest, self._digest, rendered)
-        before = await self._secrets.labelled(view.namespace, view.target_secret)
         try:
             await self._secret_writes.write(view, desired)
         except (TargetConflict, TargetTypeImmutable) as conflict:
