@@ -22,13 +22,14 @@ def restarted_note(refs: Iterable[str], secret: str) -> str:
     return f"restarted {listing(refs, 20)} for the new token in Secret {secret}"
 
 
-def not_permitted_note(secret: str, verb: str, namespace: str) -> str:
+def not_permitted_note(secret: str, verb: str, namespace: str, again: timedelta) -> str:
     return (
         f"workloads that opted in to restart on rotation of Secret {secret} were not "
         f"restarted: the operator may not {verb} deployments, statefulsets and daemonsets "
         f"in namespace {namespace} (403). To allow it, the namespace's owner applies {GRANT} "
         f"(kubectl apply -n {namespace} -f {GRANT}): a Role with list and patch on apps "
-        "deployments, statefulsets and daemonsets, bound to the operator's ServiceAccount. "
+        "deployments, statefulsets and daemonsets, bound to the operator's ServiceAccount; "
+        f"the owed restarts follow within {span(again)} of the grant. "
         "The token is in its Secret as usual."
     )
 
@@ -105,7 +106,7 @@ class Notices:
             if key in self._warned:
                 continue
             self._warned.add(key)
-            note = not_permitted_note(secret, verb, namespace)
+            note = not_permitted_note(secret, verb, namespace, refused_for)
             await self._post(owner, "Warning", "RolloutNotPermitted", note)
 
     async def failed(
