@@ -19,7 +19,7 @@ from fakes.oauth2_server import FakeOAuth2Server
 from support.cluster import control_plane_in, operator_kubeconfig
 from support.invariants import SecretWatch, status_is_true
 from support.objects import Cluster, provider_token
-from support.operator import OperatorProcess
+from support.operator import FAULT_PLANE_LOG, OperatorProcess
 from support.providers import Fakes
 from support.waiting import wait_for
 from tokensync_dev.devcluster.cluster import ControlPlane, free_port
@@ -54,7 +54,7 @@ def fault_operator(
     kubeconfig = operator_kubeconfig(plane, tmp_path_factory.mktemp("fault-op") / "kubeconfig")
     process = OperatorProcess(
         kubeconfig,
-        operator_logs_dir / "fault-operator.log",
+        operator_logs_dir / FAULT_PLANE_LOG,
         [
             "--allowed-hosts",
             fakes.oauth2.host,

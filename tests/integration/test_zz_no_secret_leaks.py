@@ -15,7 +15,7 @@ import httpx
 from kubernetes import client
 
 from support.objects import Cluster
-from support.operator import OperatorProcess
+from support.operator import FAULT_PLANE_LOG, OperatorProcess
 from support.providers import Fakes
 from support.workloads import Workloads
 
@@ -61,9 +61,23 @@ def test_no_credential_or_token_value_anywhere(
         assert not leaked, f"secret values found in {where}: {leaked}"
 
 
+# A kube-apiserver just restarted answers before its RBAC caches are filled: the fault
+# tests' operator (test_control_plane_faults.py, whose API server is stopped and started)
+# may be refused while it retries its watches. Those retries, on that plane only, are the
+# API server's start, not a missing verb (the suite's own operator has the same RBAC).
+_RETRIED_AFTER_RESTART = re.compile(r"Request attempt #\d+/\d+ failed; will retry")
+
+
 def test_the_shipped_rbac_was_enough(operator_logs_dir: Path) -> None:
     """The operator ran with deploy/rbac only; not one request of its was refused."""
+    refused = []
+    for log in operator_logs_dir.glob("*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "forbidden" not in line.lower() or _REFUSED_BY_DESIGN.search(line):
+                continue
+            if log.name == FAULT_PLANE_LOG and _RETRIED_AFTER_RESTART.search(line):
+                continue
+            refused.append(f"{log.name}: {line}")
     logs = "\n".join(p.read_text(errors="replace") for p in operator_logs_dir.glob("*.log"))
     assert "minted" in logs
-    refused = [line for line in logs.splitlines() if "forbidden" in line.lower()]
-    assert [line for line in refused if not _REFUSED_BY_DESIGN.search(line)] == []
+    assert refused == []

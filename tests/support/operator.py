@@ -11,6 +11,10 @@ from pathlib import Path
 from support.cluster import REPO
 from tokensync_dev.devcluster.cluster import die_with_parent
 
+# The log of the operator whose control plane the fault tests stop and start (the leak
+# scan reads it; the RBAC check knows its API server restarts).
+FAULT_PLANE_LOG = "fault-operator.log"
+
 
 class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_path: Path, args: list[str]) -> None:
