@@ -219,7 +219,10 @@ def test_a_token_that_expired_in_an_outage_is_fresh_seconds_after_the_provider_r
     assert recovered_in <= 10, f"fresh token {recovered_in:.1f} s after the provider returned"
     requests = oauth2_server.requests_from(subject.client_id)
     during = [r for r in requests if minted_at < r.at < back_at]
-    assert len(during) <= 1 + 7.5 / 2  # the renewal, then one per 2 s at most
+    # The renewal, then one per 2 s at most, and one more aimed 1 s before expiry
+    # (timing.EXPIRY_LEAD): the last 2 s before expiry may hold two attempts 1 s apart.
+    # The bound predates that attempt and failed about one run in three without it.
+    assert len(during) <= 1 + 7.5 / 2 + 1
 
 
 def test_outage_keeps_last_good_token_then_recovers(
