@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from typing import Any
 
 DIGEST_PREFIX = "hmac-sha256:"
 
@@ -25,7 +26,8 @@ class DigestKey:
     def __repr__(self) -> str:
         return "DigestKey(***)"
 
-    def of_mapping(self, values: Mapping[str, str]) -> str:
+    def of_mapping(self, values: Mapping[str, Any]) -> str:
+        """Of ``values`` as canonical JSON (sorted keys, no spaces); nested values too."""
         canonical = json.dumps(dict(values), sort_keys=True, separators=(",", ":"))
         return self.of_text(canonical)
 

@@ -68,7 +68,7 @@ def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
     annotations = {
         key: value
         for key, value in (metadata.get("annotations") or {}).items()
-        if key.startswith("tokensync.dev/")
+        if key.startswith(f"{names.GROUP}/")
     }
     if annotations:
         kept["annotations"] = annotations

@@ -100,9 +100,7 @@ def _intact(
 
 
 def contents_digest(secret_type: str, data: Mapping[str, str], digest: DigestKey) -> str:
-    return digest.of_text(
-        json.dumps({"type": secret_type, "data": dict(data)}, sort_keys=True, separators=(",", ":"))
-    )
+    return digest.of_mapping({"type": secret_type, "data": dict(data)})
 
 
 def contents(view: ProviderTokenView, token: Token, credentials: Mapping[str, str]) -> Rendered:
@@ -110,7 +108,7 @@ def contents(view: ProviderTokenView, token: Token, credentials: Mapping[str, st
     ``target.template`` renders from it (``templating.TemplateError`` when it cannot)."""
     if view.template is None:
         return Rendered(data={view.target_key: token.value}, labels={}, annotations={})
-    wanted = view.template.credential_keys
+    # The templating package hands a template only the keys it names.
     return render(
         view.template,
         RenderInput(
@@ -120,7 +118,7 @@ def contents(view: ProviderTokenView, token: Token, credentials: Mapping[str, st
             token_type=token.token_type,
             scope=token.scope,
             others=token.others,
-            credentials={key: credentials[key] for key in wanted if key in credentials},
+            credentials=credentials,
         ),
     )
 

@@ -100,18 +100,11 @@ class SecretWrites:
         metadata = {k: v for k, v in desired["metadata"].items() if k not in ("name", "namespace")}
         # Keys we no longer want are removed: null deletes a key in a merge patch. Of the
         # labels and annotations, only those our template put there and no longer does.
-        stale = {key: None for key in existing.get("data") or {} if key not in desired["data"]}
         old_labels, old_annotations = templated_keys(existing)
-        metadata["labels"] = {
-            **{key: None for key in old_labels if key not in metadata["labels"]},
-            **metadata["labels"],
-        }
-        metadata["annotations"] = {
-            **{key: None for key in old_annotations if key not in metadata["annotations"]},
-            **metadata["annotations"],
-        }
-        if names.TEMPLATED_KEYS_ANNOTATION not in metadata["annotations"]:
-            metadata["annotations"][names.TEMPLATED_KEYS_ANNOTATION] = None
+        old_annotations.add(names.TEMPLATED_KEYS_ANNOTATION)
+        metadata["labels"] = _dropping(old_labels, metadata["labels"])
+        metadata["annotations"] = _dropping(old_annotations, metadata["annotations"])
+        stale = {key: None for key in existing.get("data") or {} if key not in desired["data"]}
         patch = {"metadata": metadata, "data": {**stale, **desired["data"]}, "type": wanted_type}
         try:
             return await self._kube.patch_secret(view.namespace, name, patch)
@@ -119,3 +112,8 @@ class SecretWrites:
             # The cache still held a Secret that is gone (its DELETED event was missed).
             self._secrets.forget(view.namespace, name)
             return await self._kube.create_secret(view.namespace, desired)
+
+
+def _dropping(previous: set[str], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """``wanted`` as a merge patch that also removes what was ``previous``ly ours."""
+    return {**{key: None for key in previous if key not in wanted}, **wanted}

@@ -89,7 +89,7 @@ def wait_data(
     )
 
 
-def example_documents(name: str, cluster: Cluster, server: FakeOAuth2Server, client: Client) -> str:
+def example_documents(name: str, server: FakeOAuth2Server, client: Client) -> str:
     """The example as a user would apply it, pointed at the suite's fake endpoint."""
     documents = list(yaml.safe_load_all((EXAMPLES / name).read_text()))
     for document in documents:
@@ -104,7 +104,7 @@ def apply_example(
     name: str, cluster: Cluster, server: FakeOAuth2Server, client: Client
 ) -> tuple[str, str]:
     """Applies the example; returns (ProviderToken name, target Secret name) once Ready."""
-    text = example_documents(name, cluster, server, client)
+    text = example_documents(name, server, client)
     cluster.plane.kubectl("apply", "-n", client.namespace, "-f", "-", input_text=text)
     token = next(d for d in yaml.safe_load_all(text) if d["kind"] == "ProviderToken")
     cluster.wait_ready(client.namespace, token["metadata"]["name"])

@@ -398,6 +398,7 @@ STATIC_ERRORS = [
     ("{% if false %}{{ token|nope }}{% endif %}", "line 1: no filter named 'nope'"),
     ("{{ token is nope }}", "line 1: no test named 'nope'"),
     ("{% macro m() %}x{% endmacro %}", "line 1: {% macro %} " + NOT_ALLOWED),
+    ("a\n{% autoescape true %}x{% endautoescape %}", "line 2: {% autoescape %} " + NOT_ALLOWED),
     ("{% set x %}y{% endset %}", "line 1: {% set ... endset %} " + NOT_ALLOWED),
     ("{% filter upper %}x{% endfilter %}", "line 1: {% filter %} " + NOT_ALLOWED),
     ("{% include 'x' %}", "line 1: {% include %} " + NOT_ALLOWED),

@@ -48,10 +48,8 @@ _STATEMENT_TAGS: Final[Mapping[type[nodes.Node], str]] = {
     nodes.Include: "include",
     nodes.Import: "import",
     nodes.FromImport: "from ... import",
+    # do, break and continue need extensions that are not loaded: unknown tags already.
     nodes.ScopedEvalContextModifier: "autoescape",
-    nodes.ExprStmt: "do",
-    nodes.Break: "break",
-    nodes.Continue: "continue",
 }
 
 
@@ -161,6 +159,8 @@ def compile_source(source: str) -> Compiled | _Failure:
 
 def _refused_construct(tree: nodes.Template) -> tuple[int, str] | None:
     for node in tree.find_all(nodes.Stmt):
+        if isinstance(node, nodes.Scope):
+            continue  # {% autoescape %}'s wrapper, without a line: its modifier follows
         if not isinstance(node, _ALLOWED_STATEMENTS):
             tag = _STATEMENT_TAGS.get(type(node), type(node).__name__)
             return node.lineno, f"{{% {tag} %}} is not allowed in a Secret template"
