@@ -22,6 +22,7 @@ from typing import Any
 from tokensync import names
 from tokensync.digest import DIGEST_PREFIX
 from tokensync.model import format_time, parse_time
+from tokensync.secret_bodies import token_digest
 
 # (resource, kind): the workloads a rotation may restart, all in apps/v1.
 WORKLOAD_KINDS = (
@@ -63,8 +64,8 @@ def token_id(digest_annotation: str | None) -> str | None:
 
 def named_secrets(annotation: str | None) -> tuple[str, ...]:
     """``a, b`` -> ("a", "b"): the Secrets whose rotation restarts a workload."""
-    names = (part.strip() for part in (annotation or "").split(","))
-    return tuple(dict.fromkeys(name for name in names if name))
+    parts = (part.strip() for part in (annotation or "").split(","))
+    return tuple(dict.fromkeys(part for part in parts if part))
 
 
 def parse_record(text: str | None) -> dict[str, str]:
@@ -147,7 +148,7 @@ def secret_token(secret: Mapping[str, Any], min_interval: timedelta) -> SecretTo
     annotations = metadata.get("annotations") or {}
     if (metadata.get("labels") or {}).get(names.ROLE_LABEL) != names.ROLE_TOKEN:
         return None
-    current = token_id(annotations.get(names.TOKEN_DIGEST_ANNOTATION))
+    current = token_id(token_digest(secret))
     if current is None:
         return None
     return SecretToken(
@@ -297,14 +298,14 @@ def assess(workload: Workload, secrets: Mapping[str, SecretToken], now: datetime
             why = f"already runs the current token of {', '.join(adopted)}"
             return Verdict(workload, Action.RECORD, why, record=record)
         return Verdict(workload, Action.NOTHING, "restarted for the current tokens")
-    names = tuple(s.name for s in changed)
+    rotated = tuple(s.name for s in changed)
     interval = max(max(s.min_interval for s in changed), MIN_INTERVAL_FLOOR)
     last = workload.restarted_at
-    if last is not None and last + STAMP_RESOLUTION + interval > now:
+    due = last + STAMP_RESOLUTION + interval if last is not None else None
+    if last is not None and due is not None and due > now:
         why = f"restarted {_ago(now - last)} ago; minInterval {span(interval)}"
-        due = last + STAMP_RESOLUTION + interval
-        return Verdict(workload, Action.DEFER, why, names, record, at=due)
-    return Verdict(workload, Action.RESTART, f"new token in {', '.join(names)}", names, record)
+        return Verdict(workload, Action.DEFER, why, rotated, record, at=due)
+    return Verdict(workload, Action.RESTART, f"new token in {', '.join(rotated)}", rotated, record)
 
 
 def plan(

@@ -31,6 +31,8 @@ from support.operator import OperatorProcess
 from support.providers import Fakes
 from support.waiting import wait_for
 from support.workloads import RESTARTED_FOR, ROLLOUT, Workloads, grant_rollouts
+from tokensync import names
+from tokensync.rollout_policy import token_id
 from tokensync_dev.devcluster.cluster import free_port
 
 OPERATOR_ACCOUNT = "system:serviceaccount:tokensync-system:tokensync"
@@ -99,8 +101,9 @@ class Scene:
 
     def token_id(self, name: str) -> str:
         secret = self.cluster.secret(self.namespace, f"{name}-token")
-        digest = secret.metadata.annotations["tokensync.dev/token-digest"]
-        return str(digest.removeprefix("hmac-sha256:")[:16])
+        recorded = token_id(secret.metadata.annotations[names.TOKEN_DIGEST_ANNOTATION])
+        assert recorded is not None
+        return recorded
 
     def rotate(self, name: str) -> str:
         """A new token in the ProviderToken's Secret (the renew annotation); its id."""

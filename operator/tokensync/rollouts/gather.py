@@ -93,11 +93,12 @@ async def _creation_times(kube: RolloutApi, namespace: str, gathered: Gathered) 
     workload: was it the Secret's first token? One read per Secret, at opt-in only (the
     cache keeps no creation times)."""
     secrets = gathered.secrets
+    # Only for a Secret the workload names: one it does not name owes it nothing.
     wanted = {
-        secret.name
+        name
         for workload in gathered.workloads
-        for secret in secrets.values()
-        if policy.needs_creation_time(workload, secret)
+        for name in workload.secrets
+        if name in secrets and policy.needs_creation_time(workload, secrets[name])
     }
     for name in sorted(wanted):
         try:

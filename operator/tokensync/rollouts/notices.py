@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from tokensync.events import EventRecorder, ObjectRef
-from tokensync.model import Key, format_time
+from tokensync.model import Key, format_time, object_key
 from tokensync.rollout_policy import Action, Plan, Verdict, span
 
 logger = logging.getLogger("tokensync.rollouts")
@@ -102,7 +102,7 @@ class Notices:
             span(refused_for),
         )
         for secret, owner in sorted(expecting.items()):
-            key = (namespace, str((owner.get("metadata") or {}).get("name")))
+            key = object_key(owner)
             if key in self._warned:
                 continue
             self._warned.add(key)
