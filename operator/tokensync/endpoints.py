@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
 import ipaddress
 import json
+import os
 import socket
 import ssl
-from collections import Counter
+import tempfile
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -30,6 +33,8 @@ from tokensync import connection_errors, metrics
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_RESPONSE_BYTES = 1024 * 1024
+# Connection pools kept for client certificates (mutual TLS) at once.
+_MAX_CERTIFICATE_POOLS = 64
 
 
 class EndpointRefused(Exception):
@@ -42,6 +47,38 @@ class UnsendableRequest(Exception):
 
 class TransportFailure(Exception):
     """No HTTP answer: connection refused, timeout, TLS failure, oversized body."""
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A client certificate (PEM, leaf first) and its key, for mutual TLS (RFC 8705)."""
+
+    certificate: str = field(repr=False)
+    private_key: str = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """Which pair this is: a rotated certificate gets a connection pool of its own."""
+        return hashlib.sha256(f"{self.certificate}\0{self.private_key}".encode()).hexdigest()
+
+
+def _load_client_certificate(context: ssl.SSLContext, certificate: ClientCertificate) -> None:
+    """Into the context, never onto a disk: ssl reads a certificate only from a file, so
+    the pair goes through an anonymous in-memory file (memfd), closed at once."""
+    pem = f"{certificate.certificate.strip()}\n{certificate.private_key.strip()}\n".encode()
+    if hasattr(os, "memfd_create"):
+        descriptor = os.memfd_create("tokensync-client-certificate", os.MFD_CLOEXEC)
+        try:
+            os.write(descriptor, pem)
+            context.load_cert_chain(f"/proc/self/fd/{descriptor}")
+        finally:
+            os.close(descriptor)
+        return
+    # Not Linux (a developer's machine): a private temporary file, removed at once.
+    with tempfile.NamedTemporaryFile(prefix="tokensync-", suffix=".pem") as file:
+        file.write(pem)
+        file.flush()
+        context.load_cert_chain(file.name)
 
 
 def normalise_hosts(entries: list[str] | tuple[str, ...]) -> frozenset[str]:
@@ -238,9 +275,21 @@ class HttpClient:
         self.max_waiting_on_stalled = max(1, max_connections // 4)
         self._waiting: Counter[str] = Counter()
         self._stalled: set[str] = set()
+        self._ca_file = ca_file
+        self._max_connections = max_connections
+        self._client = self._new_client(self._tls_context())
+        # One pool per client certificate in use (RFC 8705), the least recently used
+        # closed beyond a bound: a rotated certificate simply gets a new one.
+        self._certificate_clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+
+    def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
-        if ca_file:
-            context.load_verify_locations(cafile=ca_file)
+        if self._ca_file:
+            context.load_verify_locations(cafile=self._ca_file)
+        return context
+
+    def _new_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
+        policy, max_connections = self.policy, self._max_connections
 
         def session() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(
@@ -250,20 +299,44 @@ class HttpClient:
                 connector=connector, trace_configs=[_progress_tracing(max_connections)]
             )
 
-        self._client = httpx.AsyncClient(
+        return httpx.AsyncClient(
             # httpx's API, aiohttp's wire: httpcore's own pool cost 5x more CPU per request
             # (docs/decisions/0004-scale.md).
             transport=AiohttpTransport(verify=context, trust_env=False, client=session),
             # Read and pool bounds equal to the deadline: it fires first, and _Stage says
             # which wait it cut short.
-            timeout=httpx.Timeout(timeout_s, connect=self.connect_timeout_s),
+            timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s),
             follow_redirects=False,
             headers={"User-Agent": "tokensync"},
             trust_env=False,
         )
 
+    async def _client_for(self, certificate: ClientCertificate | None) -> httpx.AsyncClient:
+        if certificate is None:
+            return self._client
+        key = certificate.fingerprint
+        client = self._certificate_clients.get(key)
+        if client is not None:
+            self._certificate_clients.move_to_end(key)
+            return client
+        context = self._tls_context()
+        try:
+            _load_client_certificate(context, certificate)
+        except (ssl.SSLError, OSError, ValueError):
+            # ssl's text names nothing secret, but says nothing useful either.
+            raise UnsendableRequest("the client certificate and key cannot be loaded") from None
+        client = self._new_client(context)
+        self._certificate_clients[key] = client
+        while len(self._certificate_clients) > _MAX_CERTIFICATE_POOLS:
+            _, oldest = self._certificate_clients.popitem(last=False)
+            await oldest.aclose()
+        return client
+
     async def close(self) -> None:
         await self._client.aclose()
+        for client in self._certificate_clients.values():
+            await client.aclose()
+        self._certificate_clients.clear()
 
     async def _check_addresses(self, url: str, deadline: float) -> None:
         """Refuse private, loopback and link-local targets before anything is sent."""
@@ -300,6 +373,7 @@ class HttpClient:
         params: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
         json_body: Any = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> HttpResponse:
         self.policy.check(url, official=official)
         # One deadline for everything from here: resolving, connecting, the whole answer.
@@ -307,8 +381,9 @@ class HttpClient:
         await self._check_addresses(url, deadline)
         if headers and not all(_header_safe(value) for value in headers.values()):
             raise UnsendableRequest(_UNSENDABLE)
+        client = await self._client_for(client_certificate)
         try:
-            request = self._client.build_request(
+            request = client.build_request(
                 method, url, headers=headers, params=params, data=data, json=json_body
             )
         except (UnicodeEncodeError, ValueError):
@@ -327,7 +402,7 @@ class HttpClient:
             # answer, so a provider that trickles its body a byte at a time cannot hold a
             # worker for ever.
             async with whole:
-                response, body = await self._send(request, stage)
+                response, body = await self._send(client, request, stage)
         except (httpx.TimeoutException, TimeoutError) as error:
             # The aiohttp transport reports every connection failure as a connect timeout;
             # what really happened is its cause. Our own deadline: the wait it cut short.
@@ -355,8 +430,10 @@ class HttpClient:
         metrics.provider_request(response.status_code)
         return HttpResponse(status=response.status_code, headers=response.headers, body=body)
 
-    async def _send(self, request: httpx.Request, stage: _Stage) -> tuple[httpx.Response, bytes]:
-        response = await self._client.send(request, stream=True)
+    async def _send(
+        self, client: httpx.AsyncClient, request: httpx.Request, stage: _Stage
+    ) -> tuple[httpx.Response, bytes]:
+        response = await client.send(request, stream=True)
         stage.reached(connection_errors.BODY_TIMED_OUT)
         try:
             body = bytearray()

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from tokensync.endpoints import HttpClient
+from tokensync.endpoints import ClientCertificate, HttpClient
 from tokensync.providers.spec import SpecBlock
 
 
@@ -43,6 +43,23 @@ class Token:
 
 
 @dataclass(frozen=True)
+class ServiceAccountRef:
+    """A ServiceAccount of the ProviderToken's namespace whose token is the client's proof."""
+
+    name: str
+    audience: str
+
+
+@dataclass(frozen=True)
+class Proofs:
+    """What a spec needs besides the credentials Secret, obtained by the operator at each
+    mint (never stored): a ServiceAccount token, a client certificate."""
+
+    service_account: ServiceAccountRef | None = None
+    tls_secret: str | None = None
+
+
+@dataclass(frozen=True)
 class MintRequest:
     """Everything a provider may use for one mint."""
 
@@ -52,6 +69,17 @@ class MintRequest:
     now: datetime
     fallback_lifetime: timedelta | None = None
     state: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # What ``Provider.proofs`` asked for: a TokenRequest token (RFC 7523 client assertion
+    # or RFC 8693 subject token), a certificate for the TLS connection (RFC 8705).
+    service_account_token: str | None = field(default=None, repr=False)
+    client_certificate: ClientCertificate | None = field(default=None, repr=False)
+
+    def secrets(self) -> list[str]:
+        """Every value this request may send, for redaction from what comes back."""
+        values = [*self.credentials.values(), *self.state.values()]
+        if self.service_account_token:
+            values.append(self.service_account_token)
+        return values
 
 
 class Provider(Protocol):
@@ -75,7 +103,25 @@ class Provider(Protocol):
         """
         ...
 
+    def proofs(self, spec: Mapping[str, Any]) -> Proofs:
+        """What the operator must obtain for a mint besides the credentials Secret."""
+        return Proofs()
+
     async def mint(self, request: MintRequest) -> Token: ...
+
+
+@runtime_checkable
+class Revocable(Protocol):
+    """A provider that can revoke what it minted (RFC 7009), for spec revokeOnDelete."""
+
+    def revokes_on_delete(self, spec: Mapping[str, Any]) -> bool: ...
+
+    async def revoke(
+        self, request: MintRequest, tokens: Mapping[str, str]
+    ) -> tuple[str, tuple[str, ...]]:
+        """Revoke the tokens of a saved provider state; returns the endpoint and the kinds
+        revoked (refresh_token, access_token). Raises MintError."""
+        ...
 
 
 class MintError(Exception):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["string", "integer", "string-map"]
+Kind = Literal["string", "integer", "boolean", "string-map", "object"]
 Schema = dict[str, Any]
 
 
@@ -49,6 +49,9 @@ class Field:
     max_properties: int | None = None
     pattern: str | None = None
     rules: tuple[Rule, ...] = ()
+    # An object's own fields, and which of them it must have.
+    properties: tuple[Field, ...] = ()
+    required: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.enum and self.kind != "string":
@@ -57,12 +60,18 @@ class Field:
             raise ValueError(f"{self.name}: default {self.default!r} is not in its enum")
         if self.max_properties is not None and self.kind != "string-map":
             raise ValueError(f"{self.name}: only a string-map takes max_properties")
+        if (self.properties or self.required) and self.kind != "object":
+            raise ValueError(f"{self.name}: only an object takes properties")
+        unknown = set(self.required) - {field.name for field in self.properties}
+        if unknown:
+            raise ValueError(f"{self.name}: required {sorted(unknown)} are not its properties")
 
     def schema(self) -> Schema:
         description = self.description
         if self.default is not None and not self.default_in_crd:
             description = "; ".join(filter(None, (description, f"default {self.default}")))
-        schema: Schema = {"type": "object" if self.kind == "string-map" else self.kind}
+        kind = "object" if self.kind in ("string-map", "object") else self.kind
+        schema: Schema = {"type": kind}
         if description:
             schema["description"] = description
         if self.enum:
@@ -78,6 +87,10 @@ class Field:
             if self.max_length is not None:
                 values["maxLength"] = self.max_length
             schema["additionalProperties"] = values
+        elif self.kind == "object":
+            if self.required:
+                schema["required"] = list(self.required)
+            schema["properties"] = {field.name: field.schema() for field in self.properties}
         elif self.max_length is not None:
             schema["maxLength"] = self.max_length
         if self.pattern is not None:
@@ -110,6 +123,8 @@ class Credential:
     key: str
     note: str | None = None
     when: tuple[str, tuple[str, ...]] | None = None
+    # Not needed when this field has one of these values (checked after ``when``).
+    unless: tuple[str, tuple[str, ...]] | None = None
 
     def label(self, quote: str = "") -> str:
         return f"{quote}{self.key}{quote}" + (f" ({self.note})" if self.note else "")
@@ -129,11 +144,14 @@ class SpecBlock:
         if len(set(names)) != len(names):
             raise ValueError(f"a field is declared twice: {names}")
         for credential in self.credentials:
-            if credential.when is not None:
-                field, values = credential.when
-                unknown = set(values) - set(self.field(field).enum)
-                if unknown:
-                    raise ValueError(f"{credential.key}: {field} has no value {sorted(unknown)}")
+            for condition in (credential.when, credential.unless):
+                if condition is not None:
+                    field, values = condition
+                    unknown = set(values) - set(self.field(field).enum)
+                    if unknown:
+                        raise ValueError(
+                            f"{credential.key}: {field} has no value {sorted(unknown)}"
+                        )
 
     def field(self, name: str) -> Field:
         for field in self.fields:
@@ -148,11 +166,15 @@ class SpecBlock:
         value, default = spec.get(name), self.field(name).default
         return default if value is None or (value == "" and default is not None) else value
 
+    def _holds(self, spec: Mapping[str, Any], condition: tuple[str, tuple[str, ...]]) -> bool:
+        return self.value(spec, condition[0]) in condition[1]
+
     def required_credentials(self, spec: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(
             credential.key
             for credential in self.credentials
-            if credential.when is None or self.value(spec, credential.when[0]) in credential.when[1]
+            if (credential.when is None or self._holds(spec, credential.when))
+            and (credential.unless is None or not self._holds(spec, credential.unless))
         )
 
     def credential_keys(self) -> tuple[str, ...]:

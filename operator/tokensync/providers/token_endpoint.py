@@ -71,6 +71,14 @@ async def call(
         raise InvalidCredentials(f"credentials cannot be sent: {unsendable}") from None
 
 
+def check_allowed(http: HttpClient, url: str) -> None:
+    """Refuse now an endpoint a later call would be refused (the allowlist, the scheme)."""
+    try:
+        http.policy.check(url, official=False)
+    except EndpointRefused as refused:
+        raise EndpointNotAllowed(str(refused)) from None
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Remove any secret value a provider may echo back, and bound the length.
 
@@ -273,7 +281,7 @@ async def request_token(
 
     Everything that may be echoed back (credentials, saved state) is redacted from errors.
     """
-    secrets = [*request.credentials.values(), *request.state.values()]
+    secrets = request.secrets()
     authorization = (http_request.get("headers") or {}).get("Authorization")
     if authorization:
         # A Basic pair or a bearer key, as sent: an echo of the header hides it too.
