@@ -3,20 +3,23 @@
 Each fake provider subclasses ``FakeProvider``, names the provider it plays (``provider``,
 its name in ``tokensync.providers.registry``) and implements ``token_url`` and ``answer``.
 The base records every request, counts what it issued, and can add latency, answer with
-an outage, or enforce a rate limit, before the provider's own logic runs.
+an outage, or enforce a rate limit, before the provider's own logic runs. Given a
+``ServerTls`` it serves HTTPS instead, optionally asking for (or requiring) a client
+certificate signed by a CA of the test's own (RFC 8705 mutual TLS).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
@@ -32,6 +35,11 @@ class Request:
     headers: dict[str, str]  # lower-case names
     body: bytes
     at: float
+    # The client certificate the TLS handshake verified (DER), None over plain HTTP or
+    # when the client presented none.
+    peer_cert: bytes | None = None
+    # What the fake learnt while serving it (the client it resolved, verified claims).
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def form(self) -> dict[str, str]:
@@ -51,6 +59,32 @@ class Response:
     truncate_at: int | None = None
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """Serve HTTPS with this certificate; with ``client_ca_file``, ask clients for a
+    certificate that CA signed: required (``ssl.CERT_REQUIRED``: no certificate, no
+    connection) unless ``require_client_cert`` is off (then one is verified if sent)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    require_client_cert: bool = True
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if self.client_ca_file:
+            context.load_verify_locations(cafile=self.client_ca_file)
+            required = self.require_client_cert
+            context.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL
+        return context
+
+
+# A handshake that does not finish in this long is dropped (a client that never sends).
+_HANDSHAKE_TIMEOUT_S = 10.0
+
+
 @dataclass
 class Issued:
     subject: str  # who it was issued to (client id, user, API key name)
@@ -63,7 +97,10 @@ class Issued:
 class FakeProvider:
     provider: ClassVar[str]  # the registered provider this fake stands in for
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ServerTls | None = None) -> None:
+        self.tls = tls
+        # Why each refused TLS handshake failed (OpenSSL's reason), in order.
+        self.tls_failures: list[str] = []
         self.lock = threading.RLock()
         self.requests: list[Request] = []
         self.issued: list[Issued] = []
@@ -81,11 +118,17 @@ class FakeProvider:
         self._window: deque[float] = deque()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
+        if tls is not None:
+            # The handshake runs in the connection's own thread (see the handler), not in
+            # accept(): a client that stalls or fails it cannot block the server.
+            self._server.socket = tls.context().wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
-    def __enter__(self) -> FakeProvider:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -100,7 +143,7 @@ class FakeProvider:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def token_url(self) -> str:
@@ -190,6 +233,22 @@ class FakeProvider:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            peer_cert: bytes | None = None
+
+            def handle(self) -> None:
+                if isinstance(self.connection, ssl.SSLSocket):
+                    self.connection.settimeout(_HANDSHAKE_TIMEOUT_S)
+                    try:
+                        self.connection.do_handshake()
+                    except (ssl.SSLError, OSError) as error:
+                        with provider.lock:
+                            reason = getattr(error, "reason", None) or type(error).__name__
+                            provider.tls_failures.append(str(reason))
+                        self.close_connection = True
+                        return
+                    self.connection.settimeout(None)
+                    self.peer_cert = self.connection.getpeercert(binary_form=True)
+                super().handle()
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -205,6 +264,7 @@ class FakeProvider:
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=body,
                     at=time.time(),
+                    peer_cert=self.peer_cert,
                 )
                 if provider.latency_s:
                     time.sleep(provider.latency_s)

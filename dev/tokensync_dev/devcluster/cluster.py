@@ -33,6 +33,10 @@ from tokensync_dev.devcluster.kubeconfig import write_kubeconfig
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 10.0
 STATE_FILE = "state.json"
+# The suite's sole issuer before issue 18, the name in-cluster clients know: still accepted
+# (the second --service-account-issuer), so a token or a client that names it keeps working.
+IN_CLUSTER_ISSUER = "https://kubernetes.default.svc.cluster.local"
+ISSUER_DISCOVERY_BINDING = "tokensync-dev:service-account-issuer-discovery"
 
 
 class ControlPlaneError(RuntimeError):
@@ -97,6 +101,17 @@ class ControlPlane:
     components: list[Component] = field(default_factory=list)
     tie_to_parent: bool = True
 
+    @property
+    def service_account_issuer(self) -> str:
+        """The ``iss`` of every ServiceAccount token this API server signs.
+
+        It is the API server's own URL (``start`` passes it as the first
+        ``--service-account-issuer``), so ``<issuer>/.well-known/openid-configuration`` and
+        the JWKS it names are served right there, trusted through ``ca_cert``: an identity
+        provider in a test verifies a token the way one verifies a managed cluster's.
+        """
+        return self.server
+
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
 
@@ -130,6 +145,36 @@ class ControlPlane:
         pki = self.workdir / "pki"
         context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         return context
+
+    def allow_issuer_discovery(self) -> None:
+        """Let anyone read the issuer's discovery document and JWKS, as managed clusters do.
+
+        The built-in ClusterRole system:service-account-issuer-discovery is bound by default
+        to ServiceAccounts only; an identity provider outside the cluster fetches the
+        document anonymously. Both documents hold public keys only. ``apply`` makes this
+        idempotent: a restarted API server finds the binding already in etcd.
+        """
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {
+                "name": ISSUER_DISCOVERY_BINDING,
+                "labels": {"app.kubernetes.io/part-of": "tokensync-dev"},
+            },
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:service-account-issuer-discovery",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Group",
+                    "name": "system:unauthenticated",
+                }
+            ],
+        }
+        self.kubectl("apply", "-f", "-", input_text=json.dumps(binding))
 
     def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> str:
         """Run the kubectl we built (it matches the server's minor version) as admin."""
@@ -393,7 +438,14 @@ def start(
                     f"--tls-cert-file={certs.serving_cert}",
                     f"--tls-private-key-file={certs.serving_key}",
                     f"--client-ca-file={certs.ca_cert}",
-                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    # The first issuer signs and is the one discovery describes: the API
+                    # server's own URL, so an identity provider in a test finds the JWKS
+                    # where the token's iss says. The second is still accepted.
+                    f"--service-account-issuer={server}",
+                    f"--service-account-issuer={IN_CLUSTER_ISSUER}",
+                    # Tokens requested without an audience are for the API server, under
+                    # either name.
+                    f"--api-audiences={server},{IN_CLUSTER_ISSUER}",
                     f"--service-account-key-file={certs.service_account_pub}",
                     f"--service-account-signing-key-file={certs.service_account_key}",
                     "--service-cluster-ip-range=10.96.0.0/16",
@@ -409,6 +461,8 @@ def start(
         )
         plane.save_state()
         _wait("kube-apiserver /readyz", plane.api_ready, plane.components, ready_timeout_s)
+        # /readyz includes the RBAC bootstrap: the built-in ClusterRole exists by now.
+        plane.allow_issuer_discovery()
 
         if crd_dir is not None:
             plane.install_crds(crd_dir)
