@@ -284,3 +284,42 @@ class KubeApi:
             lane=Lane.STATUS,
         )
         return patched
+
+    # ServiceAccount tokens (TokenRequest), for oauth2's clientAuth service_account and
+    # subjectTokenSource serviceAccount: allowed only where a namespace's owner granted
+    # create on serviceaccounts/token for that one ServiceAccount (docs/security.md).
+    async def create_service_account_token(
+        self, namespace: str, name: str, audience: str, seconds: int
+    ) -> str:
+        """A token for the ServiceAccount, for one audience; the caller never stores it."""
+        path = f"/api/v1/namespaces/{quote(namespace)}/serviceaccounts/{quote(name)}/token"
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": [audience], "expirationSeconds": seconds},
+        }
+        answer = await self._request("POST", path, json_body=body, lane=Lane.TOKEN)
+        token = ((answer or {}).get("status") or {}).get("token")
+        if not isinstance(token, str) or not token:
+            raise ApiError(200, "NoToken", "the TokenRequest answer holds no token")
+        return token
+
+    # The ProviderToken's own metadata, for the revocation finalizer only (revokeOnDelete):
+    # a merge patch of metadata.finalizers, guarded by the resourceVersion it was built from
+    # so that another controller's finalizer added in between is never dropped.
+    async def patch_finalizers(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        finalizers: list[str],
+        resource_version: str,
+    ) -> dict[str, Any]:
+        path = f"/apis/{group}/{version}/namespaces/{quote(namespace)}/{plural}/{quote(name)}"
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        patched: dict[str, Any] = await self._request(
+            "PATCH", path, json_body=patch, content_type=MERGE_PATCH, lane=Lane.STATUS
+        )
+        return patched

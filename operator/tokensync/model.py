@@ -53,6 +53,8 @@ _KEPT_METADATA = (
     "resourceVersion",
     "labels",
     "ownerReferences",
+    "finalizers",
+    "deletionTimestamp",
 )
 
 
@@ -140,6 +142,10 @@ class ProviderTokenView:
     status: Status
     # spec.rollout.minInterval: the least time between two restarts of one workload.
     rollout_min_interval: timedelta = DEFAULT_ROLLOUT_MIN_INTERVAL
+    # For the revocation finalizer: what is on the object, and since when it is going.
+    finalizers: tuple[str, ...] = ()
+    deleting_since: datetime | None = None
+    resource_version: str = ""
 
     @property
     def key(self) -> Key:
@@ -212,6 +218,9 @@ def parse_provider_token(body: Mapping[str, Any]) -> ProviderTokenView:
         renew_request=annotations.get(names.RENEW_ANNOTATION),
         status=Status.parse(body.get("status") or {}),
         rollout_min_interval=min_interval,
+        finalizers=tuple(str(f) for f in metadata.get("finalizers") or ()),
+        deleting_since=parse_time(metadata.get("deletionTimestamp")),
+        resource_version=str(metadata.get("resourceVersion", "")),
     )
 
 

@@ -51,4 +51,8 @@ RESTARTED_AT_ANNOTATION = "tokensync.dev/restartedAt"
 # (a prefix of its token digest) the workload was last restarted for.
 RESTARTED_FOR_ANNOTATION = "tokensync.dev/restarted-for"
 
+# On a ProviderToken with spec.provider.oauth2.revokeOnDelete: held until its tokens are
+# revoked at the provider (or that was given up on, 30 seconds after the deletion).
+REVOKE_FINALIZER = "tokensync.dev/revoke-on-delete"
+
 READY = "Ready"

@@ -68,7 +68,8 @@ def required_permissions(config: OperatorConfig) -> list[Permission]:
     for namespace in scopes:
         wanted += [
             Permission(verb, names.PLURAL, names.GROUP, namespace=namespace)
-            for verb in ("list", "watch")
+            # patch: the revocation finalizer (metadata.finalizers) of revokeOnDelete only.
+            for verb in ("list", "watch", "patch")
         ]
         wanted.append(Permission("patch", names.PLURAL, names.GROUP, "status", namespace))
         wanted += [

@@ -21,8 +21,6 @@ from tokensync import metrics, names, status
 from tokensync.clock import Clock
 from tokensync.decision import (
     Cause,
-    CredentialsNotFound,
-    CredentialsUnreadable,
     InvalidTemplate,
     Mint,
     ProviderNotSupported,
@@ -38,6 +36,7 @@ from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder, ObjectRef
 from tokensync.kube import ApiError
 from tokensync.memory import Memory
+from tokensync.mint_inputs import MintInputs, SecretReader, TokenRequester
 from tokensync.model import (
     ProviderTokenView,
     SpecInvalid,
@@ -47,10 +46,10 @@ from tokensync.model import (
 )
 from tokensync.providers.base import MintError, MintRequest, Provider, Token
 from tokensync.providers.registry import Registry
+from tokensync.revocation import FinalizerApi, Revocations, StateSource
 from tokensync.secret_bodies import (
     TargetState,
     contents,
-    credentials,
     provider_state,
     state_question,
     state_secret_name,
@@ -66,16 +65,15 @@ from tokensync.timing import renewal_time, retry_delay, urgent
 
 logger = logging.getLogger("tokensync.reconcile")
 
-
-class SecretSource(Protocol):
-    async def labelled(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
-
-    async def read(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
-
-    async def label_credentials(self, secret: Mapping[str, Any]) -> Mapping[str, Any]: ...
+# The object changed under a write of ours: the watch brings the newer one soon.
+_LOOK_AGAIN = timedelta(seconds=1)
 
 
-class StatusApi(Protocol):
+class SecretSource(SecretReader, StateSource, Protocol):
+    pass
+
+
+class StatusApi(TokenRequester, FinalizerApi, Protocol):
     async def patch_status(
         self,
         group: str,
@@ -119,9 +117,11 @@ class Reconciler:
         jitter: Callable[[], float],
         on_status: Callable[[Mapping[str, Any]], None],
         on_token_changed: Callable[[str, str], None] | None = None,
+        forbidden_audiences: frozenset[str] = frozenset(),
     ) -> None:
         self._kube = kube
         self._secrets = secrets
+        self._inputs = MintInputs(secrets, kube, forbidden_audiences)
         self._secret_writes = secret_writes
         self._http = http
         self._providers = providers
@@ -136,9 +136,20 @@ class Reconciler:
         self._on_token_changed = on_token_changed
         self._memory: dict[tuple[str, str], Memory] = {}
         self._shared = SharedMints()
+        self._revocations = Revocations(
+            kube=kube,
+            inputs=self._inputs,
+            secrets=secrets,
+            http=http,
+            digest=digest,
+            events=events,
+            clock=clock,
+            on_patched=on_status,
+        )
 
     def forget(self, key: tuple[str, str]) -> None:
         self._memory.pop(key, None)
+        self._revocations.forget(key)
 
     async def reconcile(self, body: Mapping[str, Any]) -> datetime | None:
         """Bring one ProviderToken up to date; returns when to look at it again."""
@@ -162,13 +173,18 @@ class Reconciler:
             provider = self._providers.get(view.provider)
         except KeyError:
             unsupported = ProviderNotSupported(f"provider {view.provider!r} is not supported")
-            return await self._fail(view, None, unsupported)
+            return None if view.deleting_since else await self._fail(view, None, unsupported)
+        if view.deleting_since is not None:
+            # Going: nothing is minted for it any more; only its revocation, if asked for.
+            return await self._revocations.on_delete(view, provider)
         target_body = await self._secrets.labelled(view.namespace, view.target_secret)
         target = target_state(target_body, view, self._digest) if target_body else None
         try:
             if view.template is not None:
                 check_template(view.template)
-            creds = await self._read_credentials(view, provider)
+            if not await self._revocations.hold(view, provider):
+                return now + _LOOK_AGAIN
+            creds = await self._inputs.credentials(view, provider)
         except TemplateError as error:
             # Before any request: a template that cannot render would waste a mint.
             return await self._fail(view, target, InvalidTemplate(error.message))
@@ -211,30 +227,6 @@ class Reconciler:
         await self._announce(view, status.mint_event(pending.cause, pending.report.message))
         return pending.renewal
 
-    async def _read_credentials(
-        self, view: ProviderTokenView, provider: Provider
-    ) -> dict[str, str]:
-        try:
-            secret = await self._secrets.read(view.namespace, view.credentials_secret)
-        except ApiError as error:
-            answer = "did not answer" if error.status == 0 else f"answered {error.status}"
-            raise CredentialsUnreadable(
-                f"credentials Secret {view.credentials_secret} could not be read: "
-                f"the API server {answer}"
-            ) from None
-        if secret is None:
-            raise CredentialsNotFound(
-                f"credentials Secret {view.credentials_secret} not found in namespace "
-                f"{view.namespace}"
-            )
-        secret = await self._secrets.label_credentials(secret)
-        # The provider's keys, and those the template names (they are read the same way
-        # and their digest counts alike: a changed username mints a new token).
-        wanted = provider.required_credentials(view.provider_spec)
-        if view.template is not None:
-            wanted += tuple(k for k in view.template.credential_keys if k not in wanted)
-        return credentials(secret, wanted)
-
     async def _mint(
         self,
         view: ProviderTokenView,
@@ -254,6 +246,12 @@ class Reconciler:
             # sent again, so it leaves the cluster before anything is sent.
             await self._secret_writes.save_state(view, question, {})
         needed = provider.required_credentials(view.provider_spec)
+        try:
+            obtained = await self._inputs.proofs(
+                view, provider.proofs(view.provider_spec), self._clock()
+            )
+        except MintError as error:
+            return await self._fail(view, target, error)
         request = MintRequest(
             spec=view.provider_spec,
             credentials={key: creds[key] for key in needed if key in creds},
@@ -261,6 +259,8 @@ class Reconciler:
             now=self._clock(),
             fallback_lifetime=view.fallback_lifetime,
             state=saved.values,
+            service_account_token=obtained.service_account_token,
+            client_certificate=obtained.client_certificate,
         )
         started = time.perf_counter()
         try:

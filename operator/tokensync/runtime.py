@@ -19,8 +19,9 @@ from tokensync.digest import DigestKey
 from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder
 from tokensync.health import Health
-from tokensync.kube import Conflict, KubeApi, NotFound
+from tokensync.kube import Conflict, KubeApi, NotFound, authorization
 from tokensync.leader import LeaderElector
+from tokensync.mint_inputs import token_audiences
 from tokensync.model import decode_secret_data
 from tokensync.preflight import StartupError
 from tokensync.providers.registry import PROVIDERS
@@ -144,6 +145,8 @@ class Runtime:
             jitter=random.random,
             on_status=tokens.observe_own_status,
             on_token_changed=rollouts.token_changed if rollouts is not None else None,
+            # No token for the API server's own audiences is ever requested for a client.
+            forbidden_audiences=token_audiences(authorization(configuration)),
         )
         controller = Controller(
             reconciler, tokens=tokens, secrets=secrets, workers=config.workers, clock=clock

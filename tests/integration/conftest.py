@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from fakes.base import ServerTls
 from fakes.basiq import FakeBasiq
 from fakes.keycloak import FakeKeycloak
 from fakes.microshare import FakeMicroshare
@@ -19,9 +20,11 @@ from support.keycloak import plan as plan_keycloak
 from support.objects import Cluster
 from support.operator import OperatorProcess
 from support.providers import Fakes
+from support.tls import CertificateAuthority, MutualTls
 from tokensync_dev.devcluster.cluster import ControlPlane, free_port
 
-KEYCLOAK_TESTS = "test_keycloak.py"
+KEYCLOAK_TESTS = ("test_keycloak.py", "test_keycloak_federation.py")
+MUTUAL_TLS = "oauth2-mutual-tls"
 _KEYCLOAK_REPORT = pytest.StashKey[dict[str, object]]()
 
 
@@ -50,8 +53,27 @@ def leak_scan_texts() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def fakes() -> Iterator[Fakes]:
-    """One real HTTP server per provider on loopback, shared by the whole run."""
+def mutual_tls_ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
+    return CertificateAuthority.create("tokensync-test-client-ca")
+
+
+@pytest.fixture(scope="session")
+def fakes(
+    keycloak_plan: KeycloakPlan,
+    mutual_tls_ca: CertificateAuthority,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Fakes]:
+    """One real HTTP server per provider on loopback, shared by the whole run; and one
+    OAuth2 server over mutual TLS, its certificate from the CA the suite's operator trusts
+    (Keycloak's: one --ca-file), its clients' from a CA of the test's own."""
+    directory = tmp_path_factory.mktemp("mutual-tls")
+    server_ca = CertificateAuthority.from_files(
+        keycloak_plan.ca_cert, keycloak_plan.workdir / "pki" / "ca.key"
+    )
+    cert, key = server_ca.server_cert().write(directory, "server")
+    tls = ServerTls(
+        str(cert), str(key), client_ca_file=str(mutual_tls_ca.write(directory / "ca.pem"))
+    )
     with contextlib.ExitStack() as stack:
         servers = Fakes(
             oauth2=FakeOAuth2Server(),
@@ -59,10 +81,18 @@ def fakes() -> Iterator[Fakes]:
             microshare=FakeMicroshare(),
             podero=FakePodero(),
             basiq=FakeBasiq(),
+            others={MUTUAL_TLS: FakeOAuth2Server(tls=tls)},
         )
         for fake in servers.all():
             stack.enter_context(fake)
         yield servers
+
+
+@pytest.fixture(scope="session")
+def mutual_tls(fakes: Fakes, mutual_tls_ca: CertificateAuthority) -> MutualTls:
+    server = fakes.others[MUTUAL_TLS]
+    assert isinstance(server, FakeOAuth2Server)
+    return MutualTls(server, mutual_tls_ca)
 
 
 @pytest.fixture(scope="session")
@@ -71,9 +101,15 @@ def oauth2_server(fakes: Fakes) -> FakeOAuth2Server:
 
 
 @pytest.fixture(scope="session")
-def keycloak_plan(tmp_path_factory: pytest.TempPathFactory) -> KeycloakPlan:
-    """Keycloak's ports and CA, made whether or not Keycloak runs: the operator needs them."""
-    return plan_keycloak(tmp_path_factory.mktemp("keycloak"))
+def keycloak_plan(
+    tmp_path_factory: pytest.TempPathFactory, control_plane: ControlPlane
+) -> KeycloakPlan:
+    """Keycloak's ports and CA, made whether or not Keycloak runs: the operator needs them.
+
+    Keycloak trusts the control plane's CA (read once, at its boot): it fetches the API
+    server's issuer discovery and JWKS to verify ServiceAccount tokens as client assertions.
+    """
+    return plan_keycloak(tmp_path_factory.mktemp("keycloak"), trust=(control_plane.ca_cert,))
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +125,7 @@ def keycloak_launch(keycloak_plan: KeycloakPlan) -> Iterator[BackgroundKeycloak]
 def _keycloak_head_start(request: pytest.FixtureRequest) -> None:
     """Keycloak boots in the background from the first integration test on, if any of its
     tests will run: its ten-odd seconds of start-up then overlap the tests before it."""
-    if any(Path(item.path).name == KEYCLOAK_TESTS for item in request.session.items):
+    if any(Path(item.path).name in KEYCLOAK_TESTS for item in request.session.items):
         request.getfixturevalue("keycloak_launch")
 
 

@@ -236,6 +236,11 @@ class KeycloakPlan:
     key: Path
     admin_username: str = "tokensync-admin"
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    # CA certificates (PEM) Keycloak trusts for its own outgoing HTTPS, on top of the JDK's:
+    # a Kubernetes identity provider fetches the API server's discovery document and JWKS.
+    # Keycloak reads them once, at boot (its truststore SPI has no reload): each file must
+    # exist before ``start``.
+    trust: tuple[Path, ...] = ()
 
     @property
     def http_url(self) -> str:
@@ -250,7 +255,8 @@ class KeycloakPlan:
         return f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.https_port}"
 
 
-def plan(workdir: Path) -> KeycloakPlan:
+def plan(workdir: Path, *, trust: Iterable[Path] = ()) -> KeycloakPlan:
+    """Ports and a CA of Keycloak's own; ``trust``: CAs it must trust (see KeycloakPlan)."""
     # The devcluster CA's serving certificate names 127.0.0.1: Keycloak serves it as is.
     certs = pki.generate(workdir / "pki")
     return KeycloakPlan(
@@ -260,6 +266,7 @@ def plan(workdir: Path) -> KeycloakPlan:
         ca_cert=certs.ca_cert,
         cert=certs.serving_cert,
         key=certs.serving_key,
+        trust=tuple(trust),
     )
 
 
@@ -319,6 +326,12 @@ class KeycloakServer:
             # Issuers follow the URL asked (http or https): each test knows which it used.
             "--hostname-strict=false",
         ]
+        if self.plan.trust:
+            missing = [str(path) for path in self.plan.trust if not path.is_file()]
+            if missing:
+                raise KeycloakError(f"CA files to trust do not exist: {', '.join(missing)}")
+            # A runtime option (no rebuild); the JDK's own CAs stay trusted too.
+            args.append("--truststore-paths=" + ",".join(str(p) for p in self.plan.trust))
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
                 args,
@@ -535,6 +548,55 @@ class KeycloakAdmin:
                 "directAccessGrantsEnabled": direct_access,
                 "standardFlowEnabled": False,
                 "attributes": dict(attributes or {}),
+            },
+        )
+
+    def kubernetes_identity_provider(self, realm: str, alias: str, issuer: str) -> None:
+        """A Kubernetes cluster as an identity provider whose ServiceAccount tokens clients
+        may present as their assertion (Keycloak's federated client authentication).
+
+        ``issuer`` is the cluster's ``--service-account-issuer``: Keycloak matches it against
+        the assertion's ``iss`` and fetches ``<issuer>/.well-known/openid-configuration``,
+        then its ``jwks_uri``, over HTTPS it must trust (``KeycloakPlan.trust``), without
+        credentials: the cluster must let anyone read both documents. A realm holds one
+        client-assertion identity provider per issuer. The two features this needs,
+        ``client-auth-federated`` and ``kubernetes-service-accounts``, are on by default in
+        Keycloak 26.7.3 (``Profile.Feature`` type DEFAULT): no ``--features``, no rebuild.
+        """
+        self.request(
+            "POST",
+            f"/{realm}/identity-provider/instances",
+            json={
+                "alias": alias,
+                "providerId": "kubernetes",
+                "enabled": True,
+                "config": {"issuer": issuer},
+            },
+        )
+
+    def federated_client(
+        self,
+        realm: str,
+        client_id: str,
+        *,
+        identity_provider: str,
+        subject: str,
+        attributes: Mapping[str, str] | None = None,
+    ) -> str:
+        """A confidential client with a service account that authenticates with a JWT from
+        ``identity_provider`` (its alias) whose ``sub`` is ``subject`` (for a Kubernetes
+        ServiceAccount: ``system:serviceaccount:NS:NAME``). Keycloak finds the client by these two
+        attributes, so the request need not name it; a ``client_id`` sent must match.
+        """
+        return self.confidential_client(
+            realm,
+            client_id,
+            service_account=True,
+            authenticator="federated-jwt",
+            attributes={
+                "jwt.credential.issuer": identity_provider,
+                "jwt.credential.sub": subject,
+                **(attributes or {}),
             },
         )
 

@@ -124,7 +124,7 @@ def provider_token(
     name: str,
     *,
     provider: dict[str, Any],
-    credentials: str,
+    credentials: str | None,
     target: str,
     key: str | None = None,
     refresh: dict[str, Any] | None = None,
@@ -132,7 +132,9 @@ def provider_token(
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "provider": provider,
-        "credentialsRef": {"name": credentials},
+        # None: a spec that needs no credentials Secret (a ServiceAccount token or a client
+        # certificate is the client's proof).
+        **({"credentialsRef": {"name": credentials}} if credentials is not None else {}),
         "target": {"name": target, **({"key": key} if key else {})},
     }
     if refresh:

@@ -25,7 +25,7 @@ from tokensync.digest import DigestKey
 from tokensync.endpoints import EndpointPolicy, HttpClient
 from tokensync.events import EventRecorder
 from tokensync.model import parse_time
-from tokensync.providers.base import MintRequest, ProviderUnavailable, Token
+from tokensync.providers.base import MintRequest, Proofs, ProviderUnavailable, Token
 from tokensync.providers.registry import Registry
 from tokensync.reconcile import Reconciler
 from tokensync.secret_writes import SecretWrites
@@ -65,6 +65,9 @@ class FlakyProvider:
 
     def shareable(self, spec: Mapping[str, Any]) -> bool:
         return False
+
+    def proofs(self, spec: Mapping[str, Any]) -> Proofs:
+        return Proofs()
 
     def down(self, at: datetime) -> bool:
         return self.down_from is not None and self.down_from <= at < (self.down_until or at)

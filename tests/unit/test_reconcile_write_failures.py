@@ -13,7 +13,7 @@ from tokensync.digest import DigestKey
 from tokensync.endpoints import EndpointPolicy, HttpClient
 from tokensync.events import EventRecorder
 from tokensync.kube import ApiError
-from tokensync.providers.base import MintRequest, Token
+from tokensync.providers.base import MintRequest, Proofs, Token
 from tokensync.providers.registry import Registry
 from tokensync.reconcile import Reconciler
 from tokensync.secret_writes import SecretWrites
@@ -30,6 +30,9 @@ class CountingProvider:
 
     def shareable(self, spec: Mapping[str, Any]) -> bool:
         return False
+
+    def proofs(self, spec: Mapping[str, Any]) -> Proofs:
+        return Proofs()
 
     lifetime = timedelta(hours=1)
 
