@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "tokensync"
 USER_ROLES = REPO / "deploy" / "user-roles" / "clusterroles.yaml"
 ROLLOUTS_KUSTOMIZE = REPO / "deploy" / "rollouts"
+SHIPPED_CLUSTER_ROLE = REPO / "deploy" / "rbac" / "clusterrole.yaml"
 RELEASE = "tsc"
 # Kinds whose CRDs (Prometheus operator) the suite's API server does not serve: rendered
 # and checked here, left out of the server dry run.
@@ -65,6 +66,12 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "extra-objects": {"extraObjects": EXTRA_OBJECTS},
     # Namespaces every API server has, so that the dry run finds them.
     "rollouts": {"rollouts": {"enabled": True, "namespaces": ["default", "kube-public"]}},
+    "service-account-tokens": {
+        "serviceAccountTokens": [
+            {"namespace": "default", "serviceAccounts": ["billing-api", "reports"]},
+            {"namespace": "kube-public", "serviceAccounts": ["ledger"]},
+        ]
+    },
     "everything": {
         "replicaCount": 3,
         "watchNamespaces": ["team-a", "team-b"],
@@ -105,6 +112,7 @@ ALSO_RENDERED: dict[str, set[str]] = {
     "no-aggregate-roles": {"ClusterRole"},
     "extra-objects": {"ConfigMap"},
     "rollouts": {"Role", "RoleBinding"},
+    "service-account-tokens": {"Role", "RoleBinding"},
     "everything": {"PodDisruptionBudget", "NetworkPolicy", "ConfigMap", *NOT_SERVED},
 }
 
@@ -209,6 +217,49 @@ WRONG_VALUES: list[tuple[list[str], str]] = [
     (["--set", "rollouts.namespaces={Team_A}"], "at '/rollouts/namespaces/0': 'Team_A' does not"),
     (["--set", "rollouts.enabled=yes"], "at '/rollouts/enabled': got string, want boolean"),
     (["--set", "rollouts.enable=true"], "at '/rollouts': additional properties 'enable'"),
+    (["--set", "serviceAccountTokens=x"], "at '/serviceAccountTokens': got string, want array"),
+    (
+        ["--set-json", 'serviceAccountTokens=[{"namespace": "team-a"}]'],
+        "at '/serviceAccountTokens/0': missing property 'serviceAccounts'",
+    ),
+    (
+        ["--set-json", 'serviceAccountTokens=[{"serviceAccounts": ["a"]}]'],
+        "at '/serviceAccountTokens/0': missing property 'namespace'",
+    ),
+    (
+        ["--set-json", 'serviceAccountTokens=[{"namespace": "team-a", "serviceAccounts": []}]'],
+        "at '/serviceAccountTokens/0/serviceAccounts': minItems: got 0, want 1",
+    ),
+    (
+        ["--set-json", 'serviceAccountTokens=[{"namespace": "team-a", "serviceAccounts": "a"}]'],
+        "at '/serviceAccountTokens/0/serviceAccounts': got string, want array",
+    ),
+    (
+        [
+            "--set-json",
+            'serviceAccountTokens=[{"namespace": "team-a", "serviceAccounts": ["Billing_API"]}]',
+        ],
+        "at '/serviceAccountTokens/0/serviceAccounts/0': 'Billing_API' does not match",
+    ),
+    (
+        ["--set-json", 'serviceAccountTokens=[{"namespace": "team-a", "serviceAccounts": [""]}]'],
+        "at '/serviceAccountTokens/0/serviceAccounts/0': '' does not match",
+    ),
+    (
+        [
+            "--set-json",
+            'serviceAccountTokens=[{"namespace": "team-a", "serviceAccounts": ["a", "a"]}]',
+        ],
+        "at '/serviceAccountTokens/0/serviceAccounts': items at 0 and 1 are equal",
+    ),
+    (
+        ["--set-json", 'serviceAccountTokens=[{"namespace": "Team_A", "serviceAccounts": ["a"]}]'],
+        "at '/serviceAccountTokens/0/namespace': 'Team_A' does not match",
+    ),
+    (
+        ["--set-json", 'serviceAccountTokens=[{"namespace": "team-a", "serviceAccount": ["a"]}]'],
+        "at '/serviceAccountTokens/0': additional properties 'serviceAccount' not allowed",
+    ),
     # Checked by the templates: the schema cannot say these.
     (
         ["--set", "rollouts.namespaces={team-a,team-b}"],
@@ -224,6 +275,24 @@ WRONG_VALUES: list[tuple[list[str], str]] = [
             "rollouts.namespaces={team-a,team-b}",
         ],
         "rollouts.namespaces: team-b is not in watchNamespaces (team-a)",
+    ),
+    (
+        [
+            "--set",
+            "watchNamespaces={team-a}",
+            "--set-json",
+            'serviceAccountTokens=[{"namespace": "team-a", "serviceAccounts": ["a"]},'
+            ' {"namespace": "team-b", "serviceAccounts": ["b"]}]',
+        ],
+        "serviceAccountTokens: team-b is not in watchNamespaces (team-a)",
+    ),
+    (
+        [
+            "--set-json",
+            'serviceAccountTokens=[{"namespace": "team-a", "serviceAccounts": ["a"]},'
+            ' {"namespace": "team-a", "serviceAccounts": ["b"]}]',
+        ],
+        "serviceAccountTokens: namespace team-a is listed twice",
     ),
     (["--set", "networkPolicy.enabled=true"], "networkPolicy.apiServer.cidrs: give the API"),
     (["--set", "metrics.port=8081"], "metrics.port and health.port are both 8081"),
@@ -684,4 +753,239 @@ def test_rollout_grant_on_the_api_server_is_list_and_patch_in_listed_namespaces(
         lambda: not any(can_i(cluster, operator, n, "patch", workloads[0]) for n in granting),
         timeout_s=30,
         what="the rollout grant to go with its Roles",
+    )
+
+
+# --- ServiceAccount tokens: create on serviceaccounts/token, named accounts, per namespace ---
+
+SERVICE_ACCOUNT_TOKENS_KUSTOMIZE = REPO / "deploy" / "service-account-tokens"
+GRANT = "service-account-tokens"
+# Given per namespace only, for named ServiceAccounts: never in the cluster-wide rules.
+TOKEN_RIGHT = ("", "serviceaccounts/token", "create")
+
+
+def service_account_token_rules(accounts: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiGroups": [""],
+            "resources": ["serviceaccounts/token"],
+            "verbs": ["create"],
+            "resourceNames": accounts,
+        }
+    ]
+
+
+def token_grant_objects(documents: list[Any], release: str = RELEASE) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in documents
+        if d["kind"] in ("Role", "RoleBinding") and d["metadata"]["name"] == f"{release}-{GRANT}"
+    ]
+
+
+def test_service_account_tokens_are_granted_nowhere_by_default(helm: Path) -> None:
+    assert not token_grant_objects(render(helm, {}))
+
+
+def test_service_account_tokens_grant_create_on_the_named_accounts_only(helm: Path) -> None:
+    watched: dict[str, Any] = {"watchNamespaces": ["team-a", "team-b", "team-c"]}
+    off = render(helm, watched, "ops")
+    documents = render(
+        helm,
+        watched
+        | {
+            "serviceAccountTokens": [
+                {"namespace": "team-a", "serviceAccounts": ["billing-api", "reports"]},
+                {"namespace": "team-b", "serviceAccounts": ["ledger"]},
+            ],
+        },
+        "ops",
+    )
+    # Nothing cluster-wide, no flag: only the Roles and RoleBindings are new.
+    assert cluster_scoped(documents) == cluster_scoped(off)
+    assert operator_args(documents) == operator_args(off)
+    objects = token_grant_objects(documents)
+    assert len(documents) == len(off) + len(objects)
+    assert sorted((d["kind"], d["metadata"]["namespace"]) for d in objects) == [
+        ("Role", "team-a"),
+        ("Role", "team-b"),
+        ("RoleBinding", "team-a"),
+        ("RoleBinding", "team-b"),
+    ]
+    rules = {d["metadata"]["namespace"]: d["rules"] for d in objects if d["kind"] == "Role"}
+    assert rules == {
+        "team-a": service_account_token_rules(["billing-api", "reports"]),
+        "team-b": service_account_token_rules(["ledger"]),
+    }
+    labels = only(documents, "Deployment")["metadata"]["labels"]
+    for document in objects:
+        assert document["apiVersion"] == "rbac.authorization.k8s.io/v1"
+        assert document["metadata"]["labels"] == labels
+        if document["kind"] == "RoleBinding":
+            assert document["roleRef"] == {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": f"{RELEASE}-{GRANT}",
+            }
+            assert document["subjects"] == [
+                {"kind": "ServiceAccount", "name": RELEASE, "namespace": "ops"}
+            ]
+    # The subject is the chart's own ServiceAccount, the one the operator runs as.
+    account = only(documents, "ServiceAccount")["metadata"]
+    assert (account["name"], account["namespace"]) == (RELEASE, "ops")
+    # With every namespace watched, any namespace may be listed.
+    everywhere = render(
+        helm, {"serviceAccountTokens": [{"namespace": "team-z", "serviceAccounts": ["a"]}]}, "ops"
+    )
+    assert [d["metadata"]["namespace"] for d in token_grant_objects(everywhere)] == ["team-z"] * 2
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_no_value_widens_the_operator_s_cluster_wide_rules(helm: Path, combination: str) -> None:
+    """Whatever the values, the operator's ClusterRole is deploy/rbac/clusterrole.yaml's
+    (the chart adds no verb to it), and ServiceAccount tokens are not in it."""
+    shipped = yaml.safe_load(SHIPPED_CLUSTER_ROLE.read_text())
+    documents = render(helm, COMBINATIONS[combination])
+    [role] = [
+        d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"] == RELEASE
+    ]
+    assert role["rules"] == shipped["rules"]
+    rights = granted(role["rules"])
+    assert TOKEN_RIGHT not in rights
+    assert not any(resource.startswith("serviceaccounts") for _, resource, _ in rights)
+    assert not any("*" in right for right in rights)
+    # The operator is bound to nothing else cluster-wide.
+    bindings = [d for d in documents if d["kind"] == "ClusterRoleBinding"]
+    assert [b["roleRef"]["name"] for b in bindings] == [RELEASE]
+
+
+def test_service_account_token_rules_are_those_a_namespace_owner_applies(
+    cluster: Cluster, helm: Path
+) -> None:
+    """deploy/service-account-tokens/ (kustomize, applied by a namespace owner) and the
+    chart grant the same right to the same operator; the directory builds and is accepted
+    by the API server in a namespace, as its comments tell an owner to apply it."""
+    built = cluster.plane.kubectl("kustomize", str(SERVICE_ACCOUNT_TOKENS_KUSTOMIZE))
+    shipped = [d for d in yaml.safe_load_all(built) if d]
+    assert sorted(d["kind"] for d in shipped) == ["Role", "RoleBinding"]
+    [role] = [d for d in shipped if d["kind"] == "Role"]
+    [binding] = [d for d in shipped if d["kind"] == "RoleBinding"]
+    assert role["metadata"]["name"] == binding["metadata"]["name"] == f"tokensync-{GRANT}"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    [rule] = role["rules"]
+    # The chart as the kustomize install's operator: release tokensync in tokensync-system,
+    # the ServiceAccount deploy/rbac makes; for the ServiceAccounts the shipped file names.
+    account = yaml.safe_load((REPO / "deploy" / "rbac" / "serviceaccount.yaml").read_text())
+    result = helm_run(
+        helm,
+        "template",
+        "tokensync",
+        str(CHART),
+        "--namespace",
+        account["metadata"]["namespace"],
+        values={
+            "serviceAccountTokens": [
+                {"namespace": "team-a", "serviceAccounts": rule["resourceNames"]}
+            ]
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    chart = token_grant_objects([d for d in yaml.safe_load_all(result.stdout) if d], "tokensync")
+    [chart_role] = [d for d in chart if d["kind"] == "Role"]
+    [chart_binding] = [d for d in chart if d["kind"] == "RoleBinding"]
+    assert chart_role["rules"] == role["rules"]
+    assert (
+        chart_binding["subjects"]
+        == binding["subjects"]
+        == [
+            {
+                "kind": "ServiceAccount",
+                "name": account["metadata"]["name"],
+                "namespace": account["metadata"]["namespace"],
+            }
+        ]
+    )
+    namespace = cluster.namespace("grant")
+    for source in (
+        ["-k", str(SERVICE_ACCOUNT_TOKENS_KUSTOMIZE)],
+        ["-f", str(SERVICE_ACCOUNT_TOKENS_KUSTOMIZE / "role.yaml")],
+    ):
+        output = cluster.plane.kubectl("apply", "--dry-run=server", "-n", namespace, *source)
+        assert f"role.rbac.authorization.k8s.io/tokensync-{GRANT} created" in output, output
+        assert f"rolebinding.rbac.authorization.k8s.io/tokensync-{GRANT} created" in output, output
+
+
+def test_service_account_token_grant_on_the_api_server_is_create_for_named_accounts_only(
+    cluster: Cluster, helm: Path
+) -> None:
+    """What the rendered Roles grant, asked of a real API server as the operator's
+    ServiceAccount: a token of the named ServiceAccounts, where listed; nothing more,
+    nowhere else; and nothing once they are deleted."""
+    home = cluster.namespace("chart")
+    granting = [cluster.namespace("sa-tokens"), cluster.namespace("sa-tokens")]
+    other = cluster.namespace("sa-tokens-other")
+    objects = token_grant_objects(
+        render(
+            helm,
+            {
+                "serviceAccountTokens": [
+                    {"namespace": granting[0], "serviceAccounts": ["billing-api", "reports"]},
+                    {"namespace": granting[1], "serviceAccounts": ["ledger"]},
+                ]
+            },
+            home,
+        )
+    )
+    assert len(objects) == 4
+    text = yaml.safe_dump_all(objects)
+    operator = f"system:serviceaccount:{home}:{RELEASE}"
+
+    def token(namespace: str, account: str) -> bool:
+        return can_i(
+            cluster,
+            operator,
+            namespace,
+            "create",
+            f"serviceaccounts/{account}",
+            "--subresource=token",
+        )
+
+    cluster.plane.kubectl("apply", "-f", "-", input_text=text)
+    try:
+        wait_for(
+            lambda: token(granting[0], "billing-api") and token(granting[1], "ledger"),
+            timeout_s=30,
+            what="the ServiceAccount token Roles to take effect",
+        )
+        assert token(granting[0], "reports")
+        # Only the accounts named in each namespace, only their tokens.
+        assert not token(granting[0], "ledger")
+        assert not token(granting[1], "billing-api")
+        for namespace in granting:
+            assert not token(namespace, "default")
+            assert not can_i(cluster, operator, namespace, "create", "serviceaccounts/token")
+            for verb in ("get", "list", "watch", "create", "patch", "delete"):
+                assert not can_i(cluster, operator, namespace, verb, "serviceaccounts"), verb
+            assert not can_i(cluster, operator, namespace, "get", "secrets")
+        for namespace in (other, home):
+            assert not token(namespace, "billing-api"), namespace
+        assert not can_i(
+            cluster,
+            operator,
+            other,
+            "create",
+            "serviceaccounts/token",
+            "--all-namespaces",
+        )
+    finally:
+        cluster.plane.kubectl("delete", "-f", "-", input_text=text)
+    # Revoked with the objects: the grant came from them only.
+    wait_for(
+        lambda: not (token(granting[0], "billing-api") or token(granting[1], "ledger")),
+        timeout_s=30,
+        what="the ServiceAccount token grant to go with its Roles",
     )
