@@ -11,13 +11,12 @@ the Events say comes from ``status``; when to try again from ``timing``.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from tokensync import metrics, names, status
+from tokensync import names, status
 from tokensync.clock import Clock
 from tokensync.decision import (
     Cause,
@@ -37,6 +36,7 @@ from tokensync.events import EventRecorder, ObjectRef
 from tokensync.kube import ApiError
 from tokensync.memory import Memory
 from tokensync.mint_inputs import MintInputs, SecretReader, TokenRequester
+from tokensync.minting import Minting
 from tokensync.model import (
     ProviderTokenView,
     SpecInvalid,
@@ -44,7 +44,7 @@ from tokensync.model import (
     object_key,
     parse_provider_token,
 )
-from tokensync.providers.base import MintError, MintRequest, Provider, Token
+from tokensync.providers.base import MintError, Provider, Token
 from tokensync.providers.registry import Registry
 from tokensync.revocation import FinalizerApi, Revocations, StateSource
 from tokensync.secret_bodies import (
@@ -58,7 +58,6 @@ from tokensync.secret_bodies import (
     token_digest,
 )
 from tokensync.secret_writes import SecretWrites
-from tokensync.sharing import SharedMints, share_key
 from tokensync.templating import TemplateError
 from tokensync.templating import check as check_template
 from tokensync.timing import renewal_time, retry_delay, urgent
@@ -135,7 +134,7 @@ class Reconciler:
         # the rollouts of workloads that asked for it (``rollouts``).
         self._on_token_changed = on_token_changed
         self._memory: dict[tuple[str, str], Memory] = {}
-        self._shared = SharedMints()
+        self._minting = Minting(self._inputs, http, digest, clock)
         self._revocations = Revocations(
             kube=kube,
             inputs=self._inputs,
@@ -147,9 +146,9 @@ class Reconciler:
             on_patched=on_status,
         )
 
-    def forget(self, key: tuple[str, str]) -> None:
+    def forget(self, key: tuple[str, str], uid: str = "") -> None:
         self._memory.pop(key, None)
-        self._revocations.forget(key)
+        self._revocations.forget(uid)
 
     async def reconcile(self, body: Mapping[str, Any]) -> datetime | None:
         """Bring one ProviderToken up to date; returns when to look at it again."""
@@ -245,57 +244,11 @@ class Reconciler:
             # Saved for other credentials, another endpoint or client: it must never be
             # sent again, so it leaves the cluster before anything is sent.
             await self._secret_writes.save_state(view, question, {})
-        needed = provider.required_credentials(view.provider_spec)
         try:
-            obtained = await self._inputs.proofs(
-                view, provider.proofs(view.provider_spec), self._clock()
-            )
+            minted = await self._minting.mint(view, provider, creds, digest, cause, saved.values)
         except MintError as error:
-            return await self._fail(view, target, error)
-        request = MintRequest(
-            spec=view.provider_spec,
-            credentials={key: creds[key] for key in needed if key in creds},
-            http=self._http,
-            now=self._clock(),
-            fallback_lifetime=view.fallback_lifetime,
-            state=saved.values,
-            service_account_token=obtained.service_account_token,
-            client_certificate=obtained.client_certificate,
-        )
-        started = time.perf_counter()
-        try:
-            with metrics.provider_context(view.provider):
-                if provider.shareable(view.provider_spec):
-                    token = await self._shared.mint(
-                        share_key(view, digest, self._digest),
-                        view.refresh,
-                        request.now,
-                        lambda: provider.mint(request),
-                        newer_than=view.status.last_mint_time,
-                        force=cause is Cause.RENEW_REQUESTED,
-                    )
-                else:
-                    token = await provider.mint(request)
-        except MintError as error:
-            duration = time.perf_counter() - started
-            metrics.MINTS.labels(view.provider, "failure", error.reason).inc()
-            metrics.MINT_DURATION.labels(view.provider).observe(duration)
-            # Once per failure in the log; a token retried every few seconds while its
-            # provider is down repeats it at debug only (the status and metrics count).
-            logger.log(
-                logging.DEBUG if status.already_failing(view, error) else logging.WARNING,
-                "mint failed %s/%s provider=%s cause=%s reason=%s duration=%.3fs",
-                view.namespace,
-                view.name,
-                view.provider,
-                cause,
-                error.reason,
-                duration,
-            )
             return await self._fail(view, target, error, attempted=True)
-        duration = time.perf_counter() - started
-        metrics.MINTS.labels(view.provider, "success", cause.value).inc()
-        metrics.MINT_DURATION.labels(view.provider).observe(duration)
+        token, duration = minted.token, minted.duration
         if token.state is not None and token.state != saved.values:
             await self._secret_writes.save_state(view, question, token.state)
         memory.held = token
