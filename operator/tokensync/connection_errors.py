@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 
 import aiohttp
 
@@ -57,4 +58,27 @@ def describe(error: BaseException | None) -> str:
         return "no answer in time (timed out)"
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
+    alert = _tls_alert(error)
+    if alert is not None:
+        return alert
     return type(error).__name__
+
+
+def _tls_alert(error: BaseException) -> str | None:
+    """A handshake the server ended (under TLS 1.3 after it began, so aiohttp reports an
+    OSError): mostly a client certificate it does not accept (RFC 8705). OpenSSL's reason
+    is a fixed code (TLSV13_ALERT_CERTIFICATE_REQUIRED, TLSV1_ALERT_UNKNOWN_CA, ...)."""
+    seen: BaseException | None = error
+    for _ in range(8):  # a cause chain is short; never follow a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            reason = str(getattr(seen, "reason", "") or "")
+            if "ALERT" in reason:
+                return (
+                    f"the server ended the TLS handshake ({reason}): a client certificate "
+                    "it does not accept?"
+                )
+            return "the TLS handshake failed"
+        seen = seen.__cause__ or seen.__context__
+    return None

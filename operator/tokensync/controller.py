@@ -60,7 +60,7 @@ class Controller:
             self._tokens.forget(key)
             self._index(key, ())
             self.queue.forget(key)
-            self._reconciler.forget(key)
+            self._reconciler.forget(key, str((body.get("metadata") or {}).get("uid", "")))
             return
         if not self._tokens.observe(body):
             return

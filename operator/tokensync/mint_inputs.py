@@ -201,6 +201,9 @@ class MintInputs:
     async def _client_certificate(
         self, namespace: str, name: str, now: datetime
     ) -> ClientCertificate:
+        if not name:
+            # An empty name would read every Secret of the namespace (a list URL).
+            raise InvalidSpec("spec.provider.oauth2.tlsSecretRef needs a name")
         secret = await self._read(namespace, name, "client certificate")
         if secret is None:
             raise ClientCertificateNotFound(

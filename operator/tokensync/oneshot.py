@@ -83,6 +83,13 @@ async def mint_once(
         provider = PROVIDERS.get(view.provider)
     except KeyError:
         raise UsageError(f"provider {view.provider!r} is not supported") from None
+    proofs = provider.proofs(view.provider_spec)
+    if proofs.service_account is not None or proofs.tls_secret is not None:
+        # Both come from the cluster (a TokenRequest, a TLS Secret), which this never uses.
+        raise UsageError(
+            "tokensync mint cannot use a ServiceAccount token or a client certificate "
+            "Secret (it talks to no cluster): check this ProviderToken with the operator"
+        )
     http = HttpClient(config.endpoints, ca_file=config.ca_file, timeout_s=config.provider_timeout_s)
     try:
         creds = required_credentials(

@@ -38,6 +38,7 @@ GIVE_UP_AFTER = timedelta(seconds=30)
 _RETRY = timedelta(seconds=3)
 # A write that lost a race with another writer: the watch brings the newer object soon.
 _LOOK_AGAIN = timedelta(seconds=1)
+_REMOVAL_RETRY = timedelta(seconds=30)
 
 
 class RevocationNotPermitted(MintError):
@@ -90,9 +91,10 @@ class Revocations:
         self._clock = clock
         # Told about the object each finalizer write hands back, so the next look sees it.
         self._on_patched = on_patched
-        # Deletions whose revocation ended (done or given up): never sent twice, even
-        # when removing the finalizer has to be tried again.
-        self._settled: set[tuple[str, str]] = set()
+        # Deletions (by uid: a successor of the same name is another) whose revocation
+        # ended, done or given up: never sent twice, even when removing the finalizer
+        # has to be tried again.
+        self._settled: set[str] = set()
 
     async def hold(self, view: ProviderTokenView, provider: Provider) -> bool:
         """The finalizer on the object exactly while its spec asks for revocation.
@@ -126,11 +128,11 @@ class Revocations:
         now = self._clock()
         # Left behind when revokeOnDelete was unset (its removal failed then): the spec
         # no longer asks for a revocation, so none is made.
-        if view.key not in self._settled and wants_finalizer(view, provider):
+        if view.uid not in self._settled and wants_finalizer(view, provider):
             retry = await self._revoke(view, provider, now)
             if retry is not None:
                 return retry
-            self._settled.add(view.key)
+            self._settled.add(view.uid)
         try:
             await self._set(view, False)
         except ApiError as error:
@@ -140,11 +142,12 @@ class Revocations:
                 view.name,
                 error.status,
             )
-            return now + _LOOK_AGAIN
+            # A lost race is over in a moment; a refusal (a trimmed ClusterRole) is not.
+            return now + (_LOOK_AGAIN if error.status == 409 else _REMOVAL_RETRY)
         return None
 
-    def forget(self, key: tuple[str, str]) -> None:
-        self._settled.discard(key)
+    def forget(self, uid: str) -> None:
+        self._settled.discard(uid)
 
     async def _revoke(
         self, view: ProviderTokenView, provider: Provider, now: datetime

@@ -104,3 +104,24 @@ def test_the_allowlist_applies_here_too(idp: FakeOAuth2Server, tmp_path: Path) -
     result = mint(manifest, credentials, "elsewhere.example")
     assert result.returncode == 1 and "EndpointNotAllowed" in result.stdout
     assert idp.requests == []
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"clientAuth": "service_account", "serviceAccountRef": {"name": "a", "audience": "x"}},
+        {"clientAuth": "tls_client_auth", "clientId": "cli", "tlsSecretRef": {"name": "tls"}},
+    ],
+)
+def test_a_proof_only_the_cluster_holds_is_a_one_line_usage_error(
+    idp: FakeOAuth2Server, tmp_path: Path, block: dict[str, object]
+) -> None:
+    manifest, credentials = files(tmp_path, idp, "cli-secret-value")
+    documents = list(yaml.safe_load_all(manifest.read_text()))
+    documents[1]["spec"]["provider"]["oauth2"].update(block)
+    manifest.write_text(yaml.safe_dump_all(documents))
+    result = mint(manifest, credentials, idp.host)
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert "talks to no cluster" in line
+    assert idp.requests == []

@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from tokensync.providers.base import CredentialsIncomplete, MintRequest
+from tokensync.providers.base import CredentialsIncomplete, InvalidSpec, MintRequest
 from tokensync.providers.oauth2.spec import (
     JWT_BEARER_ASSERTION,
     SERVICE_ACCOUNT,
@@ -79,7 +79,9 @@ def authenticate(
     if method == TLS_CLIENT_AUTH:
         if request.client_certificate is None:
             raise CredentialsIncomplete("clientAuth tls_client_auth needs a client certificate")
-        form["client_id"] = str(SPEC.value(spec, "clientId") or "")
+        if not SPEC.value(spec, "clientId"):
+            raise InvalidSpec("clientAuth tls_client_auth needs spec.provider.oauth2.clientId")
+        form["client_id"] = str(SPEC.value(spec, "clientId"))
         return {"client_certificate": request.client_certificate}
     client_id = credentials["clientId"]
     if method == "client_secret_basic":
