@@ -8,7 +8,7 @@ Every read here names what is missing and how to fix it, never a value: the reas
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -111,8 +111,8 @@ class TokenRequester(Protocol):
 class Obtained:
     """The proofs of one mint; nothing here is ever stored or logged."""
 
-    service_account_token: str | None = None
-    client_certificate: ClientCertificate | None = None
+    service_account_token: str | None = field(default=None, repr=False)
+    client_certificate: ClientCertificate | None = field(default=None, repr=False)
 
 
 class MintInputs:

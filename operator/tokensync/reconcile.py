@@ -165,14 +165,16 @@ class Reconciler:
         except SpecInvalid as invalid:
             logger.warning("invalid spec %s/%s", *object_key(body))
             await self._report_invalid(body, str(invalid))
-            return None
+            return await self._revocations.release_unreadable(body)
         memory = self._memory.setdefault(view.key, Memory())
         now = self._clock()
         try:
             provider = self._providers.get(view.provider)
         except KeyError:
+            if view.deleting_since is not None:
+                return await self._revocations.on_delete(view, None)
             unsupported = ProviderNotSupported(f"provider {view.provider!r} is not supported")
-            return None if view.deleting_since else await self._fail(view, None, unsupported)
+            return await self._fail(view, None, unsupported)
         if view.deleting_since is not None:
             # Going: nothing is minted for it any more; only its revocation, if asked for.
             return await self._revocations.on_delete(view, provider)

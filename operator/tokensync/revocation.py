@@ -25,7 +25,7 @@ from tokensync.endpoints import HttpClient
 from tokensync.events import EventRecorder, ObjectRef
 from tokensync.kube import ApiError
 from tokensync.mint_inputs import MintInputs
-from tokensync.model import ProviderTokenView
+from tokensync.model import ProviderTokenView, object_key
 from tokensync.providers.base import MintError, MintRequest, Provider, Revocable
 from tokensync.secret_bodies import provider_state, state_question, state_secret_name
 
@@ -46,6 +46,12 @@ class RevocationNotPermitted(MintError):
 
     reason = "RevocationNotPermitted"
     awaits_user = True
+
+
+class FinalizerNotWritten(MintError):
+    """The API server did not take the finalizer (failing, or a webhook refusing it)."""
+
+    reason = "FinalizerNotWritten"
 
 
 class FinalizerApi(Protocol):
@@ -113,37 +119,75 @@ class Revocations:
                     f"its ClusterRole lacks ({GRANT}); nothing is minted that could not be "
                     "revoked"
                 ) from None
-            # Not worth a token's Ready: the write is tried again at the next look.
             logger.warning(
                 "finalizer write failed %s/%s status=%s", view.namespace, view.name, error.status
             )
             if wanted:
-                return False
+                answer = "did not answer" if error.status == 0 else f"answered {error.status}"
+                raise FinalizerNotWritten(
+                    f"revokeOnDelete: the finalizer {FINALIZER} could not be added (the API "
+                    f"server {answer}); nothing is minted until it is"
+                ) from None
+            # Only an unset revokeOnDelete's finalizer: tried again at the next look, and
+            # it revokes nothing meanwhile (on_delete).
         return True
 
-    async def on_delete(self, view: ProviderTokenView, provider: Provider) -> datetime | None:
-        """Revoke, then let the object go; returns when to look again (None: done)."""
+    async def on_delete(
+        self, view: ProviderTokenView, provider: Provider | None
+    ) -> datetime | None:
+        """Revoke, then let the object go; returns when to look again (None: done).
+        ``provider`` None: one this operator does not know (a downgrade); let go."""
         if FINALIZER not in view.finalizers:
             return None  # somebody else's finalizer holds it: nothing of ours to do
         now = self._clock()
+        if provider is None and view.uid not in self._settled:
+            await self._announce(
+                view,
+                "Warning",
+                "RevocationFailed",
+                f"tokens not revoked, deletion goes on: provider {view.provider} is not "
+                "supported by this operator",
+            )
+            self._settled.add(view.uid)
         # Left behind when revokeOnDelete was unset (its removal failed then): the spec
         # no longer asks for a revocation, so none is made.
-        if view.uid not in self._settled and wants_finalizer(view, provider):
+        if (
+            provider is not None
+            and view.uid not in self._settled
+            and wants_finalizer(view, provider)
+        ):
             retry = await self._revoke(view, provider, now)
             if retry is not None:
                 return retry
             self._settled.add(view.uid)
+        return await self._let_go(view.namespace, view.name, view.finalizers, view.resource_version)
+
+    async def release_unreadable(self, body: Mapping[str, Any]) -> datetime | None:
+        """A deleting ProviderToken whose spec cannot be read: nothing can be revoked for
+        it, but our finalizer must not hold it (nor its namespace) for ever."""
+        metadata = body.get("metadata") or {}
+        finalizers = tuple(str(f) for f in metadata.get("finalizers") or ())
+        if not metadata.get("deletionTimestamp") or FINALIZER not in finalizers:
+            return None
+        namespace, name = object_key(body)
+        ref = ObjectRef(namespace=namespace, name=name, uid=str(metadata.get("uid", "")))
+        note = "tokens not revoked, deletion goes on: the spec cannot be read"
+        await self._events.record(ref, "Warning", "RevocationFailed", note)
+        return await self._let_go(
+            namespace, name, finalizers, str(metadata.get("resourceVersion", ""))
+        )
+
+    async def _let_go(
+        self, namespace: str, name: str, finalizers: tuple[str, ...], resource_version: str
+    ) -> datetime | None:
         try:
-            await self._set(view, False)
+            await self._write(namespace, name, finalizers, False, resource_version)
         except ApiError as error:
             logger.warning(
-                "finalizer removal failed %s/%s status=%s",
-                view.namespace,
-                view.name,
-                error.status,
+                "finalizer removal failed %s/%s status=%s", namespace, name, error.status
             )
             # A lost race is over in a moment; a refusal (a trimmed ClusterRole) is not.
-            return now + (_LOOK_AGAIN if error.status == 409 else _REMOVAL_RETRY)
+            return self._clock() + (_LOOK_AGAIN if error.status == 409 else _REMOVAL_RETRY)
         return None
 
     def forget(self, uid: str) -> None:
@@ -165,13 +209,15 @@ class Revocations:
                 return None
             if not tokens:
                 # Minted, but its state Secret went first (a namespace's deletion, or a
-                # foreground one): what it held cannot be revoked by anyone now.
+                # foreground one), or holds another spec's tokens (a failed mint after a
+                # change, which already took the old ones out of the cluster).
+                why = "was deleted first" if state_body is None else "holds none of this spec"
                 await self._announce(
                     view,
                     "Warning",
                     "RevocationFailed",
                     f"tokens not revoked, deletion goes on: state Secret "
-                    f"{state_secret_name(view)} was deleted first",
+                    f"{state_secret_name(view)} {why}",
                 )
                 return None
             obtained = await self._inputs.proofs(view, provider.proofs(view.provider_spec), now)
@@ -203,17 +249,21 @@ class Revocations:
         return None
 
     async def _set(self, view: ProviderTokenView, present: bool) -> None:
-        finalizers = [f for f in view.finalizers if f != FINALIZER]
-        if present:
-            finalizers.append(FINALIZER)
+        await self._write(
+            view.namespace, view.name, view.finalizers, present, view.resource_version
+        )
+
+    async def _write(
+        self,
+        namespace: str,
+        name: str,
+        finalizers: tuple[str, ...],
+        present: bool,
+        resource_version: str,
+    ) -> None:
+        kept = [f for f in finalizers if f != FINALIZER] + ([FINALIZER] if present else [])
         patched = await self._kube.patch_finalizers(
-            names.GROUP,
-            names.VERSION,
-            names.PLURAL,
-            view.namespace,
-            view.name,
-            finalizers,
-            view.resource_version,
+            names.GROUP, names.VERSION, names.PLURAL, namespace, name, kept, resource_version
         )
         self._on_patched(patched)
 

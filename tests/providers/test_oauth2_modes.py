@@ -542,3 +542,39 @@ async def test_a_refused_client_certificate_is_described_as_a_tls_failure(
     with pytest.raises(TransportFailure) as caught:
         await post(http, server, Authority("somebody-else").issue("app-one"))
     assert "TLS" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("client_auth", "expected"),
+    [
+        ("tls_client_auth", "https://mtls.idp.example/token"),
+        ("client_secret_basic", "https://idp.example/token"),
+    ],
+)
+async def test_mutual_tls_follows_the_discoverys_endpoint_aliases(
+    client_auth: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 8705 5: a server may take client certificates on other hosts only."""
+    document = {
+        "token_endpoint": "https://idp.example/token",
+        "revocation_endpoint": "https://idp.example/revoke",
+        "mtls_endpoint_aliases": {
+            "token_endpoint": "https://mtls.idp.example/token",
+            "revocation_endpoint": "https://mtls.idp.example/revoke",
+        },
+    }
+    provider = OAuth2()
+
+    async def discovered(*_: object) -> dict[str, object]:
+        return document
+
+    monkeypatch.setattr(provider, "_discovery", discovered)
+    spec = {"issuerUrl": "https://idp.example", "clientAuth": client_auth}
+    now = datetime.now(UTC)
+    http = HttpClient(EndpointPolicy())
+    try:
+        assert await provider.resolve_endpoint(spec, http, now) == expected
+        revocation = await provider.revocation_endpoint(spec, http, now)
+        assert revocation == expected.replace("/token", "/revoke")
+    finally:
+        await http.close()

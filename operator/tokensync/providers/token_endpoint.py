@@ -71,6 +71,24 @@ async def call(
         raise InvalidCredentials(f"credentials cannot be sent: {unsendable}") from None
 
 
+def sent_secrets(
+    request: MintRequest,
+    headers: Mapping[str, str] | None,
+    form: Mapping[str, str] | None,
+) -> list[str]:
+    """Every secret value one request carries, as sent, for redaction from its answer:
+    the request's own, the Authorization header's value (a Basic pair, a bearer key) and
+    a client assertion built for it (a signed JWT, valid for a minute)."""
+    secrets = request.secrets()
+    authorization = (headers or {}).get("Authorization")
+    if authorization:
+        secrets.append(authorization.partition(" ")[2])
+    assertion = (form or {}).get("client_assertion")
+    if assertion:
+        secrets.append(assertion)
+    return secrets
+
+
 def check_allowed(http: HttpClient, url: str) -> None:
     """Refuse now an endpoint a later call would be refused (the allowlist, the scheme)."""
     try:
@@ -281,11 +299,7 @@ async def request_token(
 
     Everything that may be echoed back (credentials, saved state) is redacted from errors.
     """
-    secrets = request.secrets()
-    authorization = (http_request.get("headers") or {}).get("Authorization")
-    if authorization:
-        # A Basic pair or a bearer key, as sent: an echo of the header hides it too.
-        secrets.append(authorization.partition(" ")[2])
+    secrets = sent_secrets(request, http_request.get("headers"), http_request.get("data"))
     response = await call(request.http, "POST", url, official=official, **http_request)
     if not 200 <= response.status < 300:
         raise classify(response, request.now, secrets)

@@ -194,6 +194,10 @@ class OAuth2(Provider):
         if self.shareable(request.spec):
             return replace(token, state=None)
         state = token_endpoint.refresh_state(body, request.now)
+        if not state and form.get("grant_type") == "refresh_token":
+            # RFC 6749 6: an answer without a new refresh token leaves the one sent valid.
+            kept = (token_endpoint.REFRESH_TOKEN, token_endpoint.REFRESH_EXPIRES_AT)
+            state = {key: value for key, value in request.state.items() if key in kept}
         if revokes_on_delete(request.spec):
             access = body.get("access_token")
             if isinstance(access, str) and access:
@@ -223,10 +227,18 @@ class OAuth2(Provider):
                 data=form,
                 **connection,
             )
-            if not 200 <= response.status < 300:
-                secrets = [*request.secrets(), *tokens.values()]
-                raise token_endpoint.classify_failure(response, request.now, secrets)
-            revoked.append(hint)
+            if 200 <= response.status < 300:
+                revoked.append(hint)
+                continue
+            body = token_endpoint.json_object(response) or {}
+            if response.status == 400 and body.get("error") == "unsupported_token_type":
+                continue  # RFC 7009 2.2.1: this server does not revoke this kind
+            secrets = [*token_endpoint.sent_secrets(request, headers, form), *tokens.values()]
+            error = token_endpoint.classify_failure(response, request.now, secrets)
+            if revoked:
+                # Said, so a partial revocation is not reported as none.
+                error.message = f"{' and '.join(revoked)} revoked, {hint} not: {error.message}"
+            raise error
         return endpoint, tuple(revoked)
 
 
