@@ -605,11 +605,31 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9400)
     parser.add_argument("--client", action="append", default=[], metavar="ID:SECRET")
     parser.add_argument("--expires-in", type=int, default=300)
+    parser.add_argument(
+        "--federated",
+        action="append",
+        default=[],
+        metavar="ID=NAMESPACE/SERVICEACCOUNT@AUDIENCE",
+        help="a keyless client: a token of that ServiceAccount, for that audience, from "
+        "--issuer is its client assertion (clientAuth service_account)",
+    )
+    parser.add_argument("--issuer", help="the cluster's service-account issuer URL")
+    parser.add_argument("--issuer-ca", help="the CA file of the issuer's TLS certificate")
     args = parser.parse_args()
+    if args.federated and not (args.issuer and args.issuer_ca):
+        parser.error("--federated needs --issuer and --issuer-ca")
     server = FakeOAuth2Server(port=args.port)
-    for pair in args.client or ["demo:demo-secret"]:
+    for pair in args.client or ([] if args.federated else ["demo:demo-secret"]):
         client_id, _, secret = pair.partition(":")
         server.add_client(client_id, secret, expires_in=args.expires_in)
+    for entry in args.federated:
+        client_id, _, rest = entry.partition("=")
+        account, _, audience = rest.partition("@")
+        namespace, _, name = account.partition("/")
+        identity = FederatedIdentity(
+            args.issuer, args.issuer_ca, f"system:serviceaccount:{namespace}:{name}", audience
+        )
+        server.add_client(client_id, expires_in=args.expires_in, federated=identity)
     print(f"fake OAuth2 token endpoint: {server.token_url}", flush=True)
     with server, contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
