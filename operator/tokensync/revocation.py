@@ -170,9 +170,12 @@ class Revocations:
         if not metadata.get("deletionTimestamp") or FINALIZER not in finalizers:
             return None
         namespace, name = object_key(body)
-        ref = ObjectRef(namespace=namespace, name=name, uid=str(metadata.get("uid", "")))
-        note = "tokens not revoked, deletion goes on: the spec cannot be read"
-        await self._events.record(ref, "Warning", "RevocationFailed", note)
+        uid = str(metadata.get("uid", ""))
+        if uid not in self._settled:
+            ref = ObjectRef(namespace=namespace, name=name, uid=uid)
+            note = "tokens not revoked, deletion goes on: the spec cannot be read"
+            await self._events.record(ref, "Warning", "RevocationFailed", note)
+            self._settled.add(uid)
         return await self._let_go(
             namespace, name, finalizers, str(metadata.get("resourceVersion", ""))
         )
@@ -243,8 +246,12 @@ class Revocations:
                 f"tokens not revoked{given_up}, deletion goes on: {error.message}",
             )
             return None
-        kinds = " and the ".join(kind.replace("_", " ") for kind in revoked) or "no token"
         host = urlsplit(endpoint).netloc
+        if not revoked:
+            note = f"tokens not revoked: {host} revokes neither kind (unsupported_token_type)"
+            await self._announce(view, "Warning", "RevocationFailed", note)
+            return None
+        kinds = " and the ".join(kind.replace("_", " ") for kind in revoked)
         await self._announce(view, "Normal", "Revoked", f"revoked the {kinds} at {host}")
         return None
 

@@ -334,7 +334,7 @@ class FakeOAuth2Server(FakeProvider):
         if client.auth_method and client.auth_method != method:
             return Response(401, {"error": "invalid_client", "error_description": "auth method"})
         if method == "private_key_jwt":
-            return self._check_assertion(form, client, client_id)
+            return self._check_assertion(form, client, client_id, request.path)
         if method == "none":
             return (
                 None if client.auth_method == "none" else Response(401, {"error": "invalid_client"})
@@ -445,7 +445,7 @@ class FakeOAuth2Server(FakeProvider):
         return keyset
 
     def _check_assertion(
-        self, form: dict[str, str], client: ClientBehaviour, client_id: str
+        self, form: dict[str, str], client: ClientBehaviour, client_id: str, path: str
     ) -> Response | None:
         if form.get("client_assertion_type") != JWT_BEARER or client.public_key is None:
             return Response(401, {"error": "invalid_client"})
@@ -454,7 +454,9 @@ class FakeOAuth2Server(FakeProvider):
                 form["client_assertion"],
                 client.public_key,
                 algorithms=["RS256", "ES256"],
-                audience=self.token_url,
+                # The URL called, as Okta and Keycloak check it: the token endpoint's for a
+                # token, the revocation endpoint's for a revocation.
+                audience=self.base_url + path,
             )
         except jwt.PyJWTError as error:
             return Response(401, {"error": "invalid_client", "error_description": str(error)})

@@ -217,3 +217,283 @@ def test_a_value_outside_a_declared_enum_is_refused(
     output = cluster.apply_refused(manifest)
     assert 'Unsupported value: "not-a-declared-value"' in output, output
     assert cluster.token(namespace, "candidate") is None
+
+
+# --- issue 18: keyless client authentication, revocation on delete ---------------------------
+
+TOKEN_URL = "https://idp.example.com/token"
+ACCOUNT = {"name": "idp-client", "audience": "https://idp.example.com"}
+SERVICE_ACCOUNT_CLIENT = {
+    "tokenUrl": TOKEN_URL,
+    "clientAuth": "service_account",
+    "serviceAccountRef": ACCOUNT,
+}
+TLS_CLIENT = {
+    "tokenUrl": TOKEN_URL,
+    "clientAuth": "tls_client_auth",
+    "clientId": "app",
+    "tlsSecretRef": {"name": "client-cert"},
+}
+EXCHANGED_ACCOUNT = {
+    **SERVICE_ACCOUNT_CLIENT,
+    "grantType": "token_exchange",
+    "subjectTokenSource": "serviceAccount",
+}
+
+
+def keyless(oauth2: dict[str, Any], name: str = "candidate", **spec: Any) -> dict[str, Any]:
+    """A ProviderToken without spec.credentialsRef."""
+    manifest = variant({"provider": {"oauth2": oauth2}, **spec})
+    manifest["metadata"]["name"] = name
+    del manifest["spec"]["credentialsRef"]
+    return manifest
+
+
+def with_secret(oauth2: dict[str, Any]) -> dict[str, Any]:
+    return variant({"provider": {"oauth2": oauth2}})
+
+
+TLS_SECRET_RULE = "tlsSecretRef goes with clientAuth tls_client_auth, which needs it"
+CLIENT_ID_RULE = "clientId in the spec is for clientAuth service_account or tls_client_auth"
+ACCOUNT_RULE = (
+    "serviceAccountRef goes with clientAuth service_account or subjectTokenSource "
+    "serviceAccount, and each of them needs it"
+)
+CREDENTIALS_RULE = "spec.credentialsRef is needed, except by oauth2 with clientAuth service_account"
+
+REFUSED_KEYLESS = [
+    (
+        "tlsSecretRef without tls_client_auth",
+        with_secret({"tokenUrl": TOKEN_URL, "tlsSecretRef": {"name": "client-cert"}}),
+        TLS_SECRET_RULE,
+    ),
+    (
+        "tlsSecretRef with client_secret_post",
+        with_secret(
+            {
+                "tokenUrl": TOKEN_URL,
+                "clientAuth": "client_secret_post",
+                "tlsSecretRef": {"name": "client-cert"},
+            }
+        ),
+        TLS_SECRET_RULE,
+    ),
+    (
+        "tls_client_auth without tlsSecretRef",
+        with_secret({k: v for k, v in TLS_CLIENT.items() if k != "tlsSecretRef"}),
+        TLS_SECRET_RULE,
+    ),
+    (
+        "clientId in the spec with client_secret_basic",
+        with_secret({"tokenUrl": TOKEN_URL, "clientAuth": "client_secret_basic", "clientId": "a"}),
+        CLIENT_ID_RULE,
+    ),
+    (
+        "clientId in the spec with the default clientAuth",
+        with_secret({"tokenUrl": TOKEN_URL, "clientId": "app"}),
+        CLIENT_ID_RULE,
+    ),
+    (
+        "tls_client_auth without clientId",
+        with_secret({k: v for k, v in TLS_CLIENT.items() if k != "clientId"}),
+        CLIENT_ID_RULE,
+    ),
+    (
+        "subjectTokenSource serviceAccount with client_credentials",
+        with_secret(
+            {
+                "tokenUrl": TOKEN_URL,
+                "grantType": "client_credentials",
+                "subjectTokenSource": "serviceAccount",
+                "serviceAccountRef": ACCOUNT,
+            }
+        ),
+        "subjectTokenSource serviceAccount needs grantType token_exchange",
+    ),
+    (
+        "serviceAccountRef with a client secret",
+        with_secret({"tokenUrl": TOKEN_URL, "serviceAccountRef": ACCOUNT}),
+        ACCOUNT_RULE,
+    ),
+    (
+        "service_account without serviceAccountRef",
+        with_secret({"tokenUrl": TOKEN_URL, "clientAuth": "service_account"}),
+        ACCOUNT_RULE,
+    ),
+    (
+        "subjectTokenSource serviceAccount without serviceAccountRef",
+        with_secret(
+            {
+                "tokenUrl": TOKEN_URL,
+                "grantType": "token_exchange",
+                "subjectTokenSource": "serviceAccount",
+            }
+        ),
+        ACCOUNT_RULE,
+    ),
+    (
+        "revokeOnDelete with tokenUrl and no revocationUrl",
+        with_secret({"tokenUrl": TOKEN_URL, "revokeOnDelete": True}),
+        "revokeOnDelete needs revocationUrl, or issuerUrl whose discovery names the revocation "
+        "endpoint",
+    ),
+    (
+        "a revocationUrl that is not http(s)",
+        with_secret(
+            {"tokenUrl": TOKEN_URL, "revokeOnDelete": True, "revocationUrl": "file:///revoke"}
+        ),
+        "must be an absolute http(s) URL",
+    ),
+    (
+        "serviceAccountRef without audience",
+        keyless({**SERVICE_ACCOUNT_CLIENT, "serviceAccountRef": {"name": "idp-client"}}),
+        "spec.provider.oauth2.serviceAccountRef.audience: Required value",
+    ),
+    (
+        "serviceAccountRef without name",
+        keyless({**SERVICE_ACCOUNT_CLIENT, "serviceAccountRef": {"audience": "x"}}),
+        "spec.provider.oauth2.serviceAccountRef.name: Required value",
+    ),
+    (
+        "no credentialsRef with service_account but template credentialKeys",
+        keyless(
+            SERVICE_ACCOUNT_CLIENT,
+            target={
+                "name": "out",
+                "template": {
+                    "credentialKeys": ["user"],
+                    "data": {"user": "{{ credentials.user }}"},
+                },
+            },
+        ),
+        CREDENTIALS_RULE,
+    ),
+    (
+        "no credentialsRef with grantType password",
+        keyless({**SERVICE_ACCOUNT_CLIENT, "grantType": "password"}),
+        CREDENTIALS_RULE,
+    ),
+    (
+        "no credentialsRef with tls_client_auth and grantType password",
+        keyless({**TLS_CLIENT, "grantType": "password"}),
+        CREDENTIALS_RULE,
+    ),
+    (
+        "no credentialsRef with a token exchange of a credentials subject token",
+        keyless({**SERVICE_ACCOUNT_CLIENT, "grantType": "token_exchange"}),
+        CREDENTIALS_RULE,
+    ),
+    (
+        "no credentialsRef with a client secret",
+        keyless({"tokenUrl": TOKEN_URL}),
+        CREDENTIALS_RULE,
+    ),
+    (
+        "no credentialsRef with clientAuth none",
+        keyless({"tokenUrl": TOKEN_URL, "clientAuth": "none"}),
+        CREDENTIALS_RULE,
+    ),
+    (
+        "no credentialsRef for another provider",
+        keyless({"tokenUrl": TOKEN_URL}, provider={"podero": {}}),
+        CREDENTIALS_RULE,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [(m, message) for _, m, message in REFUSED_KEYLESS],
+    ids=[i for i, _, _ in REFUSED_KEYLESS],
+)
+def test_keyless_and_revocation_mistakes_are_refused_with_a_clear_message(
+    cluster: Cluster, namespace: str, manifest: dict[str, Any], message: str
+) -> None:
+    manifest = copy.deepcopy(manifest)
+    manifest["metadata"]["namespace"] = namespace
+    output = cluster.apply_refused(manifest)
+    assert message in output, output
+    assert cluster.token(namespace, manifest["metadata"]["name"]) is None
+
+
+ACCEPTED_KEYLESS = [
+    ("service_account client_credentials", keyless(SERVICE_ACCOUNT_CLIENT)),
+    (
+        "service_account with a clientId",
+        keyless({**SERVICE_ACCOUNT_CLIENT, "clientId": "app"}),
+    ),
+    ("tls_client_auth client_credentials", keyless(TLS_CLIENT)),
+    ("token_exchange of a ServiceAccount token", keyless(EXCHANGED_ACCOUNT)),
+    (
+        "token_exchange of a ServiceAccount token by a secret client",
+        with_secret(
+            {
+                "tokenUrl": TOKEN_URL,
+                "grantType": "token_exchange",
+                "subjectTokenSource": "serviceAccount",
+                "serviceAccountRef": ACCOUNT,
+            }
+        ),
+    ),
+    (
+        "keyless with a template that reads no credentials",
+        keyless(
+            SERVICE_ACCOUNT_CLIENT,
+            target={"name": "out", "template": {"data": {"t": "{{ token }}"}}},
+        ),
+    ),
+    (
+        "revokeOnDelete with revocationUrl",
+        with_secret(
+            {
+                "tokenUrl": TOKEN_URL,
+                "grantType": "password",
+                "revokeOnDelete": True,
+                "revocationUrl": "https://idp.example.com/revoke",
+            }
+        ),
+    ),
+    (
+        "revokeOnDelete with issuerUrl",
+        with_secret({"issuerUrl": "https://idp.example.com", "revokeOnDelete": True}),
+    ),
+    (
+        "revokeOnDelete false without a revocation endpoint",
+        with_secret({"tokenUrl": TOKEN_URL, "revokeOnDelete": False}),
+    ),
+    (
+        "keyless with revokeOnDelete",
+        keyless(
+            {
+                **TLS_CLIENT,
+                "revokeOnDelete": True,
+                "revocationUrl": "https://idp.example.com/revoke",
+            }
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "manifest", [m for _, m in ACCEPTED_KEYLESS], ids=[i for i, _ in ACCEPTED_KEYLESS]
+)
+def test_keyless_and_revocation_specs_are_accepted(
+    cluster: Cluster, namespace: str, manifest: dict[str, Any]
+) -> None:
+    manifest = copy.deepcopy(manifest)
+    manifest["metadata"]["namespace"] = namespace
+    cluster.apply(manifest)
+    stored = cluster.token(namespace, "candidate")
+    cluster.delete_token(namespace, "candidate")
+    assert stored is not None
+    oauth2 = manifest["spec"]["provider"]["oauth2"]
+    for field, value in oauth2.items():
+        assert stored["spec"]["provider"]["oauth2"][field] == value, field
+    assert ("credentialsRef" in stored["spec"]) == ("credentialsRef" in manifest["spec"])
+    # No default written for the new fields: the stored block is what was applied, plus
+    # the defaults the CRD always had.
+    assert set(stored["spec"]["provider"]["oauth2"]) - set(oauth2) <= {
+        "grantType",
+        "clientAuth",
+        "tokenField",
+    }

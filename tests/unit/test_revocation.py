@@ -22,7 +22,7 @@ from tokensync.endpoints import EndpointPolicy, HttpClient
 from tokensync.events import EventRecorder
 from tokensync.kube import ApiError
 from tokensync.mint_inputs import MintInputs
-from tokensync.model import ProviderTokenView, parse_provider_token
+from tokensync.model import ProviderTokenView, SpecInvalid, parse_provider_token
 from tokensync.providers.base import (
     InvalidCredentials,
     MintError,
@@ -39,6 +39,7 @@ from tokensync.revocation import (
     FINALIZER,
     GIVE_UP_AFTER,
     GRANT,
+    FinalizerNotWritten,
     RevocationNotPermitted,
     Revocations,
 )
@@ -349,8 +350,6 @@ async def test_hold_removes_our_finalizer_for_a_provider_that_cannot_revoke(worl
     [
         (True, 409, False),  # changed under the write: look again once the watch has it
         (False, 409, False),
-        (True, 500, False),  # not added: nothing may be minted that could not be revoked
-        (True, 0, False),
         (False, 500, True),  # not removed: tried again at the next look, minting goes on
         (False, 403, True),
     ],
@@ -365,6 +364,20 @@ async def test_hold_after_a_failed_write(
     assert len(world.kube.patches) == 1 and world.patched == []
     if status != 409:
         assert f"status={status}" in caplog.text
+
+
+@pytest.mark.parametrize("status", [500, 0, 422])
+async def test_a_finalizer_not_added_is_a_reason_and_nothing_is_minted(
+    world: World, status: int
+) -> None:
+    """Not added: nothing may be minted that could not be revoked, and the status says why
+    (backed off as any failure is, not looked at again every second)."""
+    pt = view(finalizers=(), deleted_at=None)
+    world.kube.answers = [status]
+    with pytest.raises(FinalizerNotWritten) as caught:
+        await world.revocations.hold(pt, world.provider)
+    assert not caught.value.permanent and not caught.value.awaits_user
+    assert FINALIZER in caught.value.message
 
 
 async def test_hold_without_the_grant_is_revocation_not_permitted(world: World) -> None:
@@ -633,3 +646,167 @@ async def test_a_recreated_provider_token_of_the_same_name_is_revoked_too(world:
     assert await world.delete(again) is None
     assert len(world.provider.revoked) == 2
     assert world.sink.reasons == [("Normal", "Revoked"), ("Normal", "Revoked")]
+
+
+# --- letting go of what cannot be revoked (review of issue 18) ------------------------------
+
+
+def retired(finalizers: tuple[str, ...] = (OTHER, FINALIZER)) -> ProviderTokenView:
+    """A ProviderToken of a provider this operator does not know (written before a
+    downgrade): parsed, but no provider to revoke with."""
+    raw = body(finalizers=finalizers)
+    raw["spec"]["provider"] = {"retired": {"revokeOnDelete": True}}
+    return parse_provider_token(raw)
+
+
+async def test_an_unsupported_provider_lets_go_with_a_warning(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    pt = retired()
+    world.keep(pt)
+    assert await world.revocations.on_delete(pt, None) is None
+    assert world.provider.revoked == []
+    assert world.secrets.lookups == []  # nothing read for a revocation that cannot be made
+    assert world.kube.token_requests == []
+    assert world.sink.reasons == [("Warning", "RevocationFailed")]
+    note = world.sink.events[0]["note"]
+    assert "provider retired is not supported" in note and "deletion goes on" in note
+    assert world.sink.events[0]["regarding"]["uid"] == "uid-1"
+    # The other controller's finalizer is kept; the write is guarded by the version read.
+    assert world.kube.patches == [("ns", "pt", [OTHER], "41")]
+    assert len(world.patched) == 1
+    world.assert_nothing_leaked(caplog)
+
+
+async def test_an_unsupported_provider_warns_once_when_the_removal_is_tried_again(
+    world: World,
+) -> None:
+    pt = retired()
+    world.kube.answers = [409]
+    again = await world.revocations.on_delete(pt, None)
+    assert again is not None and again > world.clock.now
+    assert world.patched == []
+    world.clock.now = again
+    assert await world.revocations.on_delete(pt, None) is None
+    assert world.sink.reasons == [("Warning", "RevocationFailed")]  # one Event, not two
+    assert world.kube.finalizer_writes == [[OTHER], [OTHER]]
+    assert len(world.patched) == 1
+    assert world.provider.revoked == []
+
+
+async def test_an_unsupported_provider_without_our_finalizer_is_not_ours(world: World) -> None:
+    pt = retired(finalizers=(OTHER,))
+    assert await world.revocations.on_delete(pt, None) is None
+    assert world.kube.patches == [] and world.sink.events == []
+
+
+def unreadable(
+    finalizers: tuple[str, ...] = (OTHER, FINALIZER), deleted_at: datetime | None = DELETED_AT
+) -> dict[str, Any]:
+    """A raw ProviderToken whose spec cannot be parsed (two provider blocks)."""
+    raw = body(finalizers=finalizers, deleted_at=deleted_at)
+    raw["spec"]["provider"]["podero"] = {}
+    return raw
+
+
+def test_the_unreadable_body_is_unreadable() -> None:
+    with pytest.raises(SpecInvalid):
+        parse_provider_token(unreadable())
+
+
+async def test_a_deleting_provider_token_whose_spec_cannot_be_read_is_let_go(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = unreadable(finalizers=(OTHER, FINALIZER, "b.example/x"))
+    assert await world.revocations.release_unreadable(raw) is None
+    assert world.sink.reasons == [("Warning", "RevocationFailed")]
+    event = world.sink.events[0]
+    assert "spec cannot be read" in event["note"] and "deletion goes on" in event["note"]
+    assert event["regarding"]["uid"] == "uid-1"
+    assert event["regarding"]["namespace"] == "ns" and event["regarding"]["name"] == "pt"
+    # Only ours removed, guarded by the body's resourceVersion.
+    assert world.kube.patches == [("ns", "pt", [OTHER, "b.example/x"], "41")]
+    assert len(world.patched) == 1
+    assert world.provider.revoked == [] and world.secrets.lookups == []
+    world.assert_nothing_leaked(caplog)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        unreadable(deleted_at=None),  # not being deleted: the finalizer stays meanwhile
+        unreadable(finalizers=(OTHER,)),  # held by someone else only
+        unreadable(finalizers=()),
+    ],
+    ids=["not deleting", "not our finalizer", "no finalizer"],
+)
+async def test_an_unreadable_spec_is_left_alone_unless_our_finalizer_holds_its_deletion(
+    world: World, raw: dict[str, Any]
+) -> None:
+    assert await world.revocations.release_unreadable(raw) is None
+    assert world.kube.patches == [] and world.patched == []
+    assert world.sink.events == []
+
+
+@pytest.mark.parametrize(("status", "after"), [(409, 1), (403, 30), (500, 30)])
+async def test_an_unreadable_spec_whose_finalizer_removal_fails_is_looked_at_again(
+    world: World, status: int, after: int
+) -> None:
+    world.kube.answers = [status]
+    again = await world.revocations.release_unreadable(unreadable())
+    assert again == world.clock.now + timedelta(seconds=after)
+    assert world.patched == []
+
+
+async def test_an_unreadable_spec_warns_once_when_the_removal_is_tried_again(
+    world: World,
+) -> None:
+    raw = unreadable()
+    world.kube.answers = [409]
+    again = await world.revocations.release_unreadable(raw)
+    assert again is not None
+    world.clock.now = again
+    assert await world.revocations.release_unreadable(raw) is None
+    assert world.kube.finalizer_writes == [[OTHER], [OTHER]]
+    assert world.sink.reasons == [("Warning", "RevocationFailed")]
+
+
+def minted(pt: ProviderTokenView) -> ProviderTokenView:
+    """The same ProviderToken, with a mint in its status."""
+    raw = body(finalizers=pt.finalizers)
+    raw["status"] = {"lastMintTime": "2026-11-23T11:00:00Z"}
+    return parse_provider_token(raw)
+
+
+@pytest.mark.parametrize(
+    ("kept", "why"),
+    [
+        ("another question", "holds none of this spec"),
+        ("another owner", "holds none of this spec"),
+        ("empty state", "holds none of this spec"),
+        ("no state Secret", "was deleted first"),
+    ],
+)
+async def test_a_minted_token_whose_state_is_gone_says_why_it_was_not_revoked(
+    world: World, kept: str, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pt = minted(view(finalizers=(OTHER, FINALIZER)))
+    assert pt.status.last_mint_time is not None
+    if kept == "another question":
+        # Minted for rotated credentials, then the mint failed: the old tokens went.
+        world.keep(pt, creds={**CREDS, "clientSecret": "rotated"})
+    elif kept == "another owner":
+        earlier = parse_provider_token(
+            {**body(), "metadata": {**body()["metadata"], "uid": "uid-0"}}
+        )
+        world.secrets.items[state_secret_name(pt)] = saved(earlier, KEPT)
+    elif kept == "empty state":
+        world.keep(pt, {})
+    assert await world.delete(pt) is None
+    assert world.provider.revoked == []
+    assert world.sink.reasons == [("Warning", "RevocationFailed")]
+    note = world.sink.events[0]["note"]
+    assert f"state Secret {state_secret_name(pt)} {why}" in note, note
+    assert "deletion goes on" in note
+    assert world.kube.finalizer_writes == [[OTHER]]
+    world.assert_nothing_leaked(caplog)
