@@ -96,7 +96,13 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorConfig = memo.config
+    if not config.clusterwide:
+        # --namespace names namespaces exactly: there is nothing to discover, and listing
+        # namespaces needs a verb deploy/rbac does not grant. kopf retried that 403 for
+        # about 54 s before its first watch, then fell back to these names anyway.
+        settings.scanning.disabled = True
     settings.posting.enabled = False
     settings.persistence.finalizer = "tokensync.dev/unused"  # no handler needs one
     settings.persistence.diffbase_storage = NoDiffBase()
