@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
 import ipaddress
 import json
-import os
 import socket
 import ssl
-import tempfile
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -30,11 +27,10 @@ from aiohttp.abc import ResolveResult
 from httpx_aiohttp import AiohttpTransport
 
 from tokensync import connection_errors, metrics
+from tokensync.client_certificates import CertificateNotLoaded, CertificatePools, ClientCertificate
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_RESPONSE_BYTES = 1024 * 1024
-# Connection pools kept for client certificates (mutual TLS) at once.
-_MAX_CERTIFICATE_POOLS = 64
 
 
 class EndpointRefused(Exception):
@@ -47,38 +43,6 @@ class UnsendableRequest(Exception):
 
 class TransportFailure(Exception):
     """No HTTP answer: connection refused, timeout, TLS failure, oversized body."""
-
-
-@dataclass(frozen=True)
-class ClientCertificate:
-    """A client certificate (PEM, leaf first) and its key, for mutual TLS (RFC 8705)."""
-
-    certificate: str = field(repr=False)
-    private_key: str = field(repr=False)
-
-    @property
-    def fingerprint(self) -> str:
-        """Which pair this is: a rotated certificate gets a connection pool of its own."""
-        return hashlib.sha256(f"{self.certificate}\0{self.private_key}".encode()).hexdigest()
-
-
-def _load_client_certificate(context: ssl.SSLContext, certificate: ClientCertificate) -> None:
-    """Into the context, never onto a disk: ssl reads a certificate only from a file, so
-    the pair goes through an anonymous in-memory file (memfd), closed at once."""
-    pem = f"{certificate.certificate.strip()}\n{certificate.private_key.strip()}\n".encode()
-    if hasattr(os, "memfd_create"):
-        descriptor = os.memfd_create("tokensync-client-certificate", os.MFD_CLOEXEC)
-        try:
-            os.write(descriptor, pem)
-            context.load_cert_chain(f"/proc/self/fd/{descriptor}")
-        finally:
-            os.close(descriptor)
-        return
-    # Not Linux (a developer's machine): a private temporary file, removed at once.
-    with tempfile.NamedTemporaryFile(prefix="tokensync-", suffix=".pem") as file:
-        file.write(pem)
-        file.flush()
-        context.load_cert_chain(file.name)
 
 
 def normalise_hosts(entries: list[str] | tuple[str, ...]) -> frozenset[str]:
@@ -275,18 +239,13 @@ class HttpClient:
         self.max_waiting_on_stalled = max(1, max_connections // 4)
         self._waiting: Counter[str] = Counter()
         self._stalled: set[str] = set()
-        self._ca_file = ca_file
         self._max_connections = max_connections
-        self._client = self._new_client(self._tls_context())
-        # One pool per client certificate in use (RFC 8705), the least recently used
-        # closed beyond a bound: a rotated certificate simply gets a new one.
-        self._certificate_clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
-
-    def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
-        if self._ca_file:
-            context.load_verify_locations(cafile=self._ca_file)
-        return context
+        if ca_file:
+            context.load_verify_locations(cafile=ca_file)
+        self._client = self._new_client(context)
+        # Mutual TLS (RFC 8705): a context and pool per client certificate in use.
+        self._certificates = CertificatePools(self._new_client, ca_file)
 
     def _new_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
         policy, max_connections = self.policy, self._max_connections
@@ -314,29 +273,14 @@ class HttpClient:
     async def _client_for(self, certificate: ClientCertificate | None) -> httpx.AsyncClient:
         if certificate is None:
             return self._client
-        key = certificate.fingerprint
-        client = self._certificate_clients.get(key)
-        if client is not None:
-            self._certificate_clients.move_to_end(key)
-            return client
-        context = self._tls_context()
         try:
-            _load_client_certificate(context, certificate)
-        except (ssl.SSLError, OSError, ValueError):
-            # ssl's text names nothing secret, but says nothing useful either.
-            raise UnsendableRequest("the client certificate and key cannot be loaded") from None
-        client = self._new_client(context)
-        self._certificate_clients[key] = client
-        while len(self._certificate_clients) > _MAX_CERTIFICATE_POOLS:
-            _, oldest = self._certificate_clients.popitem(last=False)
-            await oldest.aclose()
-        return client
+            return await self._certificates.client_for(certificate)
+        except CertificateNotLoaded as error:
+            raise UnsendableRequest(str(error)) from None
 
     async def close(self) -> None:
         await self._client.aclose()
-        for client in self._certificate_clients.values():
-            await client.aclose()
-        self._certificate_clients.clear()
+        await self._certificates.close()
 
     async def _check_addresses(self, url: str, deadline: float) -> None:
         """Refuse private, loopback and link-local targets before anything is sent."""

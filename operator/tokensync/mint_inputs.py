@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from tokensync.client_certificates import ClientCertificate
 from tokensync.decision import CredentialsNotFound, CredentialsUnreadable
-from tokensync.endpoints import ClientCertificate
 from tokensync.kube import ApiError
 from tokensync.model import ProviderTokenView, decode_secret_data
 from tokensync.providers.base import InvalidSpec, MintError, Proofs, Provider

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from providers.conftest import HttpFactory, mint_request
+from tokensync.client_certificates import ClientCertificate
 from tokensync.endpoints import (
-    ClientCertificate,
     EndpointPolicy,
     EndpointRefused,
     HttpClient,

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tokensync.client_certificates import ClientCertificate
 from tokensync.decision import CredentialsNotFound, CredentialsUnreadable
-from tokensync.endpoints import ClientCertificate
 from tokensync.kube import ApiError
 from tokensync.mint_inputs import (
     KUBERNETES_AUDIENCES,

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from tokensync.endpoints import ClientCertificate, HttpClient
+from tokensync.client_certificates import ClientCertificate
+from tokensync.endpoints import HttpClient
 from tokensync.providers.spec import SpecBlock
 
 
