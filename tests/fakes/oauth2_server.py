@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-import httpx
 import jwt
 from cryptography import x509
 
 from fakes.base import FakeProvider, Issued, Request, Response, ServerTls
+from fakes.federation import FederatedIdentity, FederationRefused, IssuerKeys
 
 TOKEN_PATH = "/oauth/token"
 REVOKE_PATH = "/oauth/revoke"
@@ -42,25 +41,6 @@ AUTH_METHODS = (
     "tls_client_auth",
     "none",
 )
-
-
-@dataclass(frozen=True)
-class FederatedIdentity:
-    """A workload identity the fake trusts: tokens ``issuer`` signed for ``subject``.
-
-    ``issuer`` is the cluster's service-account issuer; its discovery document and JWKS
-    are fetched over TLS verified with ``ca_file``. A token must carry ``audience`` in its
-    ``aud`` and ``subject`` (``system:serviceaccount:NS:NAME``) as its ``sub``.
-    """
-
-    issuer: str
-    ca_file: str
-    subject: str
-    audience: str
-
-
-class FederationRefused(Exception):
-    """Why a ServiceAccount token was not accepted; never quotes the token."""
 
 
 @dataclass
@@ -153,10 +133,8 @@ class FakeOAuth2Server(FakeProvider):
         self.refresh_token_owners: dict[str, str] = {}
         self.used_assertion_ids: set[str] = set()
         self.discovery_requests = 0
-        # Federation: the cluster issuers' JWKS, cached per issuer as a real IdP does, and
-        # how often they were fetched (discovery document and JWKS each time).
-        self.jwks_fetches = 0
-        self._jwks: dict[str, jwt.PyJWKSet] = {}
+        # Federation: the cluster issuers' JWKS, cached per issuer as a real IdP does.
+        self.issuers = IssuerKeys()
         # The fake's clock runs this far ahead when checking a token's exp (an expired
         # ServiceAccount token cannot be had: TokenRequest's minimum lifetime is 10 min).
         self.clock_offset_s = 0.0
@@ -377,72 +355,12 @@ class FakeOAuth2Server(FakeProvider):
     def verify_service_account_token(
         self, token: str, identity: FederatedIdentity
     ) -> dict[str, Any]:
-        """The claims of ``token`` if ``identity``'s issuer signed it for ``identity``.
+        """The claims of ``token`` if ``identity``'s issuer signed it for ``identity``."""
+        return self.issuers.verify(token, identity, now=time.time() + self.clock_offset_s)
 
-        Verified as an identity provider does: the signing key from the JWKS the issuer's
-        discovery document names (cached; fetched again once for an unknown key id), then
-        iss, aud, sub and exp.
-        """
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise FederationRefused("not a JWT") from None
-        if header.get("alg") != "RS256":
-            raise FederationRefused(f"algorithm {header.get('alg')!r} is not RS256")
-        key = self._signing_key(identity, header.get("kid"))
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=["RS256"],
-                audience=identity.audience,
-                issuer=identity.issuer,
-                # exp is checked below, by the fake's own (offsettable) clock.
-                options={"require": ["exp", "iss", "aud", "sub"], "verify_exp": False},
-            )
-        except jwt.InvalidSignatureError:
-            raise FederationRefused("bad signature") from None
-        except jwt.InvalidAudienceError:
-            raise FederationRefused(f"aud does not name {identity.audience}") from None
-        except jwt.InvalidIssuerError:
-            raise FederationRefused(f"iss is not {identity.issuer}") from None
-        except jwt.PyJWTError as error:
-            raise FederationRefused(type(error).__name__) from None
-        if claims["sub"] != identity.subject:
-            raise FederationRefused(f"sub is not {identity.subject}")
-        if float(claims["exp"]) <= time.time() + self.clock_offset_s:
-            raise FederationRefused("expired")
-        return claims
-
-    def _signing_key(self, identity: FederatedIdentity, kid: Any) -> jwt.PyJWK:
-        with self.lock:
-            cached = self._jwks.get(identity.issuer)
-        key = _find_key(cached, kid)
-        if key is None:
-            # A key the cache does not know: the issuer may have rotated. Once per request.
-            key = _find_key(self._fetch_jwks(identity), kid)
-        if key is None:
-            raise FederationRefused("signed with a key the issuer does not publish")
-        return key
-
-    def _fetch_jwks(self, identity: FederatedIdentity) -> jwt.PyJWKSet:
-        context = ssl.create_default_context(cafile=identity.ca_file)
-        try:
-            with httpx.Client(verify=context, timeout=5.0, trust_env=False) as http:
-                answer = http.get(identity.issuer.rstrip("/") + "/.well-known/openid-configuration")
-                answer.raise_for_status()
-                document = answer.json()
-                if document.get("issuer") != identity.issuer:
-                    raise FederationRefused("the discovery document names another issuer")
-                keys = http.get(str(document["jwks_uri"]))
-                keys.raise_for_status()
-                keyset = jwt.PyJWKSet.from_dict(keys.json())
-        except (httpx.HTTPError, ValueError, KeyError, jwt.PyJWTError) as error:
-            raise FederationRefused(f"the issuer's JWKS: {type(error).__name__}") from None
-        with self.lock:
-            self.jwks_fetches += 1
-            self._jwks[identity.issuer] = keyset
-        return keyset
+    @property
+    def jwks_fetches(self) -> int:
+        return self.issuers.fetches
 
     def _check_assertion(
         self, form: dict[str, str], client: ClientBehaviour, client_id: str, path: str
@@ -590,12 +508,6 @@ class FakeOAuth2Server(FakeProvider):
 
 def _invalid_client(description: str) -> Response:
     return Response(401, {"error": "invalid_client", "error_description": description})
-
-
-def _find_key(keyset: jwt.PyJWKSet | None, kid: Any) -> jwt.PyJWK | None:
-    if keyset is None:
-        return None
-    return next((key for key in keyset.keys if key.key_id == kid), None)
 
 
 def main() -> None:
