@@ -58,6 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "operator"), str(REPO / "dev"), str(REPO / "bench")]
 
 from kubeclient import OPERATOR_USER, BenchApi, audit_args, read_audit  # noqa: E402
+from run import parse_time, percentile  # noqa: E402
 
 from tokensync_dev.devcluster.cluster import (  # noqa: E402
     ControlPlane,
@@ -322,19 +323,6 @@ async def serve(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------------------
 # The benchmark.
-
-
-def percentile(values: list[float], share: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
-
-
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def proc_cpu(pid: int) -> float:

@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives.serialization import (
 
 from tokensync.client_certificates import ClientCertificate
 from tokensync.decision import CredentialsNotFound, CredentialsUnreadable
+from tokensync.endpoints import HttpClient
 from tokensync.kube import ApiError
 from tokensync.model import ProviderTokenView, decode_secret_data
-from tokensync.providers.base import InvalidSpec, MintError, Proofs, Provider
+from tokensync.providers.base import InvalidSpec, MintError, MintRequest, Proofs, Provider
 from tokensync.secret_bodies import credentials
 
 # TokenRequest's shortest life (the API server refuses less): the token is used once, at
@@ -160,6 +161,30 @@ class MintInputs:
         if needs.tls_secret is not None:
             certificate = await self._client_certificate(view.namespace, needs.tls_secret, now)
         return Obtained(token, certificate)
+
+    async def request(
+        self,
+        view: ProviderTokenView,
+        provider: Provider,
+        creds: Mapping[str, str],
+        http: HttpClient,
+        now: datetime,
+        state: Mapping[str, str] | None = None,
+    ) -> MintRequest:
+        """What a provider is given for one call (a mint, a revocation): its own keys of
+        the credentials, and the proofs obtained for this call only."""
+        needed = provider.required_credentials(view.provider_spec)
+        obtained = await self.proofs(view, provider.proofs(view.provider_spec), now)
+        return MintRequest(
+            spec=view.provider_spec,
+            credentials={key: creds[key] for key in needed if key in creds},
+            http=http,
+            now=now,
+            fallback_lifetime=view.fallback_lifetime,
+            state=state or {},
+            service_account_token=obtained.service_account_token,
+            client_certificate=obtained.client_certificate,
+        )
 
     async def _read(self, namespace: str, name: str, what: str) -> Mapping[str, Any] | None:
         try:

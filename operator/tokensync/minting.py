@@ -16,7 +16,7 @@ from tokensync.digest import DigestKey
 from tokensync.endpoints import HttpClient
 from tokensync.mint_inputs import MintInputs
 from tokensync.model import ProviderTokenView
-from tokensync.providers.base import MintError, MintRequest, Provider, Token
+from tokensync.providers.base import MintError, Provider, Token
 from tokensync.sharing import SharedMints, share_key
 
 logger = logging.getLogger("tokensync.reconcile")
@@ -48,23 +48,12 @@ class Minting:
         state: Mapping[str, str],
     ) -> Minted:
         """A new token, or the MintError that says why not (metrics and log done)."""
-        needed = provider.required_credentials(view.provider_spec)
         now = self._clock()
 
         async def call() -> Token:
             # Here, not before: a token shared from another ProviderToken costs no
             # ServiceAccount token and no read of a client certificate.
-            obtained = await self._inputs.proofs(view, provider.proofs(view.provider_spec), now)
-            request = MintRequest(
-                spec=view.provider_spec,
-                credentials={key: creds[key] for key in needed if key in creds},
-                http=self._http,
-                now=now,
-                fallback_lifetime=view.fallback_lifetime,
-                state=state,
-                service_account_token=obtained.service_account_token,
-                client_certificate=obtained.client_certificate,
-            )
+            request = await self._inputs.request(view, provider, creds, self._http, now, state)
             return await provider.mint(request)
 
         started = time.perf_counter()

@@ -26,7 +26,7 @@ from tokensync.events import EventRecorder, ObjectRef
 from tokensync.kube import ApiError
 from tokensync.mint_inputs import MintInputs
 from tokensync.model import ProviderTokenView, object_key
-from tokensync.providers.base import MintError, MintRequest, Provider, Revocable
+from tokensync.providers.base import MintError, Provider, Revocable
 from tokensync.secret_bodies import provider_state, state_question, state_secret_name
 
 logger = logging.getLogger("tokensync.revocation")
@@ -223,15 +223,7 @@ class Revocations:
                     f"{state_secret_name(view)} {why}",
                 )
                 return None
-            obtained = await self._inputs.proofs(view, provider.proofs(view.provider_spec), now)
-            request = MintRequest(
-                spec=view.provider_spec,
-                credentials=creds,
-                http=self._http,
-                now=now,
-                service_account_token=obtained.service_account_token,
-                client_certificate=obtained.client_certificate,
-            )
+            request = await self._inputs.request(view, provider, creds, self._http, now)
             endpoint, revoked = await provider.revoke(request, tokens)
         except MintError as error:
             passing = not (error.permanent or error.awaits_user)

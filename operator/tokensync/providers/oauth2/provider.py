@@ -80,38 +80,41 @@ class OAuth2(Provider):
             self._discovered[issuer] = (document, now + _DISCOVERY_TTL)
             return document
 
-    async def resolve_endpoint(
-        self, spec: Mapping[str, Any], http: HttpClient, now: datetime
-    ) -> str:
-        """``tokenUrl``, or the token endpoint the issuer's discovery names."""
-        url = SPEC.value(spec, "tokenUrl")
+    async def _named_or_discovered(
+        self, spec: Mapping[str, Any], http: HttpClient, now: datetime, field: str, key: str
+    ) -> object:
+        """The spec's URL ``field``, else ``key`` of the issuer's discovery (None without
+        an issuer)."""
+        url = SPEC.value(spec, field)
         if isinstance(url, str):
             return url
         issuer = SPEC.value(spec, "issuerUrl")
         if not isinstance(issuer, str):
+            return None
+        return _endpoint(await self._discovery(issuer, http, now), key, spec)
+
+    async def resolve_endpoint(
+        self, spec: Mapping[str, Any], http: HttpClient, now: datetime
+    ) -> str:
+        """``tokenUrl``, or the token endpoint the issuer's discovery names."""
+        url = await self._named_or_discovered(spec, http, now, "tokenUrl", "token_endpoint")
+        if url is None:
             raise CredentialsIncomplete("oauth2 needs tokenUrl or issuerUrl")
-        document = await self._discovery(issuer, http, now)
-        return str(_endpoint(document, "token_endpoint", spec))
+        return str(url)
 
     async def revocation_endpoint(
         self, spec: Mapping[str, Any], http: HttpClient, now: datetime
     ) -> str:
         """``revocationUrl``, or the revocation endpoint the issuer's discovery names."""
-        url = SPEC.value(spec, "revocationUrl")
-        if isinstance(url, str):
-            return url
-        issuer = SPEC.value(spec, "issuerUrl")
-        endpoint = (
-            _endpoint(await self._discovery(issuer, http, now), "revocation_endpoint", spec)
-            if isinstance(issuer, str)
-            else None
+        url = await self._named_or_discovered(
+            spec, http, now, "revocationUrl", "revocation_endpoint"
         )
-        if not _is_url(endpoint):
+        if not _is_url(url):
             raise InvalidSpec(
                 "revokeOnDelete: the issuer's discovery names no revocation_endpoint; "
                 "set spec.provider.oauth2.revocationUrl"
             )
-        return str(endpoint)
+        return str(url)
 
     def _grant(self, request: MintRequest) -> dict[str, str]:
         spec, credentials = request.spec, request.credentials
