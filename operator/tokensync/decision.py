@@ -71,6 +71,14 @@ class TargetTypeImmutable(MintError):
     awaits_user = True
 
 
+def type_immutable(secret: str, actual: str, wanted: str) -> TargetTypeImmutable:
+    return TargetTypeImmutable(
+        f"Secret {secret} has type {actual} and spec.target.type is {wanted}; a Secret's "
+        f"type cannot change: delete Secret {secret} and tokensync writes it again with "
+        "the new type"
+    )
+
+
 class InvalidTemplate(MintError):
     reason = "InvalidTemplate"
     permanent = True
@@ -123,20 +131,25 @@ def decide(
                 "choose another spec.target.name or delete that Secret"
             )
         )
+    if target is not None and target.secret_type != view.target_type:
+        # Known before anything is minted: a token that could not be written is not asked for.
+        return Refuse(type_immutable(view.target_secret, target.secret_type, view.target_type))
     if pending and _held_usable(held, None, now):
         return Rewrite(Cause.WRITE_RETRY)
     if status.observed_generation is None:
         return Mint(Cause.INITIAL)
     if view.renew_request is not None and view.renew_request != status.last_renew_request:
         return Mint(Cause.RENEW_REQUESTED)
+    known_digest = attempted_digest or (target.credentials_digest if target else None)
+    credentials_changed = known_digest is not None and known_digest != credentials_digest
     if status.observed_generation != view.generation:
         # ``held`` is only given for the spec it was minted for: what changed is how the
-        # token is written (the target's type, key or templates), not the token.
-        if _held_usable(held, None, now):
+        # token is written (the target's type, key or templates), not the token. Unless
+        # the credentials changed too (a template naming another credentials key).
+        if _held_usable(held, None, now) and not credentials_changed:
             return Rewrite(Cause.TEMPLATE_CHANGED)
-        return Mint(Cause.SPEC_CHANGED)
-    known_digest = attempted_digest or (target.credentials_digest if target else None)
-    if known_digest is not None and known_digest != credentials_digest:
+        return Mint(Cause.CREDENTIALS_CHANGED if credentials_changed else Cause.SPEC_CHANGED)
+    if credentials_changed:
         return Mint(Cause.CREDENTIALS_CHANGED)
     renewal = status.renewal_time
     if status.ready != "True":

@@ -27,6 +27,9 @@ class Memory:
     pending: bool = False
     write_failures: int = 0
     last_write_unreachable: bool = False
+    # The generation whose template passed check(): not checked again at every look
+    # (past the compile cache's size, each check would compile every template anew).
+    template_checked: int | None = None
 
     def write_backoff(
         self, error: ApiError, serving_until: datetime | None, now: datetime

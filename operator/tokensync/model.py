@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from tokensync import names
@@ -151,7 +152,7 @@ class ProviderTokenView:
     def key(self) -> Key:
         return (self.namespace, self.name)
 
-    @property
+    @cached_property  # asked twice a step: once is enough for one view
     def mint_question(self) -> tuple[object, ...]:
         """What a token is minted for: a change here needs a new token; a change of
         anything else (the target's key, type and templates, the rollout) only a new
@@ -164,6 +165,17 @@ class ProviderTokenView:
             self.refresh,
             self.fallback_lifetime,
         )
+
+
+def rollout_min_interval(spec: Mapping[str, Any]) -> timedelta:
+    """spec.rollout.minInterval, its default when absent (``0s`` is a value, not absent)."""
+    written = (spec.get("rollout") or {}).get("minInterval")
+    if not written:
+        return DEFAULT_ROLLOUT_MIN_INTERVAL
+    try:
+        return parse_duration(written)
+    except ValueError as error:
+        raise SpecInvalid(f"spec.rollout.minInterval: {error}") from None
 
 
 def parse_provider_token(body: Mapping[str, Any]) -> ProviderTokenView:
@@ -183,15 +195,7 @@ def parse_provider_token(body: Mapping[str, Any]) -> ProviderTokenView:
         )
     except ValueError as error:
         raise SpecInvalid(f"spec.refresh: {error}") from None
-    rollout = spec.get("rollout") or {}
-    try:
-        min_interval = (
-            parse_duration(rollout["minInterval"])
-            if rollout.get("minInterval")
-            else DEFAULT_ROLLOUT_MIN_INTERVAL
-        )
-    except ValueError as error:
-        raise SpecInvalid(f"spec.rollout.minInterval: {error}") from None
+    min_interval = rollout_min_interval(spec)
     target = spec.get("target") or {}
     try:
         template = TemplateSpec.parse(target.get("template"))

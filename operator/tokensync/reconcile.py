@@ -181,8 +181,9 @@ class Reconciler:
         target_body = await self._secrets.labelled(view.namespace, view.target_secret)
         target = target_state(target_body, view, self._digest) if target_body else None
         try:
-            if view.template is not None:
+            if view.template is not None and memory.template_checked != view.generation:
                 check_template(view.template)
+                memory.template_checked = view.generation
             if not await self._revocations.hold(view, provider):
                 return now + _LOOK_AGAIN
             creds = await self._inputs.credentials(view, provider)

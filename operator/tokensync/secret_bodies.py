@@ -49,6 +49,7 @@ class TargetState:
     token_intact: bool
     credentials_digest: str | None
     expires_at: datetime | None
+    secret_type: str = "Opaque"
 
     def valid_for(self, now: datetime) -> timedelta | None:
         """How long the workload keeps a usable token from this Secret: zero once it
@@ -73,6 +74,7 @@ def target_state(
         token_intact=_intact(secret, annotations, view, digest),
         credentials_digest=annotations.get(names.CREDENTIALS_DIGEST_ANNOTATION),
         expires_at=parse_time(annotations.get(names.EXPIRES_ANNOTATION)),
+        secret_type=str(secret.get("type") or "Opaque"),
     )
 
 

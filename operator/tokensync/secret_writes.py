@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from tokensync import names
-from tokensync.decision import TargetConflict, TargetTypeImmutable
+from tokensync.decision import TargetConflict, type_immutable
 from tokensync.kube import ApiError, Conflict, NotFound
 from tokensync.model import ProviderTokenView, controller_uid
 from tokensync.secret_bodies import StateQuestion, state_secret, templated_keys
@@ -90,13 +90,10 @@ class SecretWrites:
                 f"Secret {name} already exists and is not owned by this ProviderToken; "
                 "choose another spec.target.name or delete that Secret"
             )
-        wanted_type = desired.get("type", "Opaque")
-        if (existing.get("type") or "Opaque") != wanted_type:
-            raise TargetTypeImmutable(
-                f"Secret {name} has type {existing.get('type') or 'Opaque'} and spec.target.type "
-                f"is {wanted_type}; a Secret's type cannot change: delete Secret {name} and "
-                "tokensync writes it again with the new type"
-            )
+        wanted_type, actual_type = desired.get("type", "Opaque"), existing.get("type") or "Opaque"
+        if actual_type != wanted_type:
+            # decide() refuses this before a mint; here for a Secret replaced in between.
+            raise type_immutable(name, actual_type, wanted_type)
         metadata = {k: v for k, v in desired["metadata"].items() if k not in ("name", "namespace")}
         # Keys we no longer want are removed: null deletes a key in a merge patch. Of the
         # labels and annotations, only those our template put there and no longer does.

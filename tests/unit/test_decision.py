@@ -104,6 +104,16 @@ CASES = [
         Rewrite(Cause.TEMPLATE_CHANGED),
     ),
     (
+        # A template naming another credentials key changes the credentials' digest too:
+        # one mint, not a rewrite now and a mint at the next look.
+        "template changed with the credentials, token in hand",
+        view(generation=3),
+        target(digest="an-older-digest"),
+        None,
+        HELD,
+        Mint(Cause.CREDENTIALS_CHANGED),
+    ),
+    (
         "template changed, held token about to expire",
         view(generation=3),
         target(),
@@ -239,6 +249,22 @@ def test_a_secret_owned_by_another_is_refused(owner: str | None) -> None:
     assert isinstance(decision, Refuse)
     assert decision.error.reason == "TargetConflict"
     assert "out" in decision.error.message
+
+
+@pytest.mark.parametrize("held", [HELD, None])
+def test_a_target_of_another_type_is_refused_before_any_mint(held: Token | None) -> None:
+    secret = TargetState(
+        owner_uid=UID,
+        managed=True,
+        token_intact=True,
+        credentials_digest=DIGEST,
+        expires_at=NOW + timedelta(minutes=30),
+        secret_type="kubernetes.io/basic-auth",
+    )
+    decision = decide(view(generation=3), secret, DIGEST, None, held, NOW)
+    assert isinstance(decision, Refuse)
+    assert decision.error.reason == "TargetTypeImmutable"
+    assert "delete Secret" in decision.error.message
 
 
 def test_token_repr_never_shows_the_value() -> None:

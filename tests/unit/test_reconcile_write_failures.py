@@ -194,3 +194,31 @@ async def test_a_refusal_after_an_outage_starts_the_backoff_again(http: HttpClie
     assert await retry_delays(reconciler, 6) == [2, 4, 5, 5, 5, 5]
     writer.status = 403
     assert await retry_delays(reconciler, 2) == [2, 4]
+
+
+async def test_a_template_is_checked_once_per_generation_not_at_every_look(
+    http: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the compile cache's size a check compiles every template again: a look that
+    only waits must not pay it."""
+    import tokensync.reconcile as reconcile_module
+
+    checked: list[object] = []
+    real_check = reconcile_module.check_template
+    monkeypatch.setattr(
+        reconcile_module, "check_template", lambda spec: (checked.append(spec), real_check(spec))
+    )
+    body = {
+        **BODY,
+        "spec": {
+            **BODY["spec"],
+            "target": {"name": "t", "template": {"data": {"auth": "Bearer {{ token }}"}}},
+        },
+    }
+    reconciler = reconciler_for(RefusingWriter(), http)
+    for _ in range(3):
+        await reconciler.reconcile(body)
+    assert len(checked) == 1
+    changed = {**body, "metadata": {**body["metadata"], "generation": 2}}
+    await reconciler.reconcile(changed)
+    assert len(checked) == 2

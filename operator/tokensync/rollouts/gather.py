@@ -14,8 +14,8 @@ from tokensync.kube import ApiError
 from tokensync.model import (
     DEFAULT_ROLLOUT_MIN_INTERVAL,
     SpecInvalid,
-    parse_provider_token,
     parse_time,
+    rollout_min_interval,
 )
 from tokensync.rollout_policy import SecretToken, Workload
 from tokensync.secret_cache import SecretCache
@@ -77,10 +77,13 @@ async def gather(
         body = await secrets.labelled(namespace, name) or {}
         owner = owner_of(tokens, namespace, body)
         try:
-            interval = parse_provider_token(owner).rollout_min_interval if owner else None
+            # Only the field rollouts need: another field's mistake is not theirs to skip.
+            interval = rollout_min_interval(owner.get("spec") or {}) if owner else None
         except SpecInvalid:
             continue  # its status says why; its Secret is not followed meanwhile
-        found = policy.secret_token(body, interval or DEFAULT_ROLLOUT_MIN_INTERVAL)
+        found = policy.secret_token(
+            body, DEFAULT_ROLLOUT_MIN_INTERVAL if interval is None else interval
+        )
         if found is not None and owner is not None:
             gathered.owners[name], gathered.secrets[name] = owner, found
         gathered.unseen = gathered.unseen or (found is not None and owner is None)
