@@ -83,6 +83,12 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._due)
 
+    def busy(self, key: K) -> bool:
+        """``key`` has work not done yet: waiting for a worker (a paused queue holds it
+        there), being processed (its follow-up included), or to run again after. Read
+        only; a key whose timer has not fired yet is not busy."""
+        return key in self._queued or key in self._running or key in self._rerun
+
     def enqueue(self, key: K) -> None:
         """Process ``key`` as soon as a worker is free."""
         self._due.pop(key, None)

@@ -3,7 +3,6 @@ Events it posts, the 403 it remembers, and that a standby makes no call."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,6 +125,7 @@ class World:
         self.secrets = SecretCache(self.api)  # type: ignore[arg-type]  # labelled() only
         self.tokens = TokenCache()
         self.events = EventRecorder(self.api, clock=self.clock)
+        self.timing = Timing(window=timedelta(milliseconds=20))
         self.sweeper = RolloutSweeper(
             self.api,
             secrets=self.secrets,
@@ -133,7 +133,7 @@ class World:
             events=self.events,
             clock=self.clock,
             jitter=lambda: 0.0,
-            timing=Timing(window=timedelta(milliseconds=20)),
+            timing=self.timing,
         )
         self.tokens.observe(provider_token("api"))
         self.secrets.observe(None, target("api"))
@@ -250,6 +250,32 @@ async def test_a_namespace_without_the_role_is_told_once_and_not_hammered(world:
     assert len(world.events_of("RolloutNotPermitted")) == 2
 
 
+async def test_a_provider_token_that_comes_during_a_refusal_is_told_without_asking_again(
+    world: World,
+) -> None:
+    """Its namespace was refused before its token existed: it is told at its first
+    rotation, not only when the refusal is looked at again five minutes later."""
+    world.api.refuse["list"] = ApiError(403, "Forbidden", 'cannot list resource "deployments"')
+    world.tokens.observe(provider_token("api", min_interval="5m", version=2))
+    world.sweeper.token_changed(NS, "api-token")
+    await world.sweeper.sweep(NS)
+    told = world.events_of("RolloutNotPermitted")
+    assert len(told) == 1 and "api-token" in told[0][3]
+    asked = [c for c in world.api.calls if c[0] != "event"]
+
+    world.tokens.observe(provider_token("later", min_interval="1m"))
+    world.secrets.observe(None, target("later"))
+    world.sweeper.token_changed(NS, "later-token")
+    world.clock.now += timedelta(seconds=30)
+    await world.sweeper.sweep(NS)
+    told = world.events_of("RolloutNotPermitted")
+    assert len(told) == 2 and "later-token" in told[1][3]
+    # The refusal stands: nothing asked of the API server again.
+    assert [c for c in world.api.calls if c[0] != "event"] == asked
+    await world.sweeper.sweep(NS)
+    assert len(world.events_of("RolloutNotPermitted")) == 2  # once per ProviderToken
+
+
 async def test_a_refused_patch_is_a_missing_grant_too(world: World) -> None:
     world.api.workloads[("deployments", NS)] = [deployment("web", "api-token", "api-token=x")]
     world.api.refuse["patch"] = ApiError(403, "Forbidden", 'cannot patch resource "deployments"')
@@ -285,8 +311,16 @@ async def test_a_standby_makes_no_call_and_a_new_leader_looks_everywhere(world: 
     world.sweeper.start()
     try:
         world.sweeper.token_changed(NS, "api-token")
-        await asyncio.sleep(0.2)
+        # The look falls due (after the window) and waits: the paused worker takes nothing,
+        # the look at every namespace the start asked for included.
+        queue = world.sweeper._queue
+        await async_wait_for(
+            lambda: _async(queue.busy(NS) and queue.busy("")),
+            timeout_s=5,
+            what="the looks due and held",
+        )
         assert world.api.calls == []
+        assert queue.busy(NS) and queue.busy("")
         world.sweeper.resume()  # leading: every namespace with ProviderTokens
         await async_wait_for(
             lambda: _async(len(world.api.patches) == 1), timeout_s=5, what="the restart"
@@ -304,12 +338,22 @@ async def test_marks_within_the_window_coalesce_into_one_look(world: World) -> N
             lambda: _async(len(world.api.patches) == 1), timeout_s=5, what="the first look"
         )
         world.api.calls.clear()
+        marked = world.clock()
         for _ in range(5):
             world.sweeper.token_changed(NS, "api-token")
         await async_wait_for(
             lambda: _async(len(world.api.calls) >= 3), timeout_s=5, what="one more look"
         )
-        await asyncio.sleep(0.2)
+        # That look done, and the namespace's next one only at the resync (jitter 0): no
+        # other look of the five marks is left to come.
+        resync = marked + world.timing.resync
+        await async_wait_for(
+            lambda: _async(
+                not world.sweeper._queue.busy(NS) and world.sweeper._next.get(NS, marked) >= resync
+            ),
+            timeout_s=5,
+            what="the look done and the next at the resync",
+        )
         assert len([c for c in world.api.calls if c[0] == "list"]) == 3
     finally:
         await world.sweeper.stop()

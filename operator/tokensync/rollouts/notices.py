@@ -89,7 +89,9 @@ class Notices:
         expecting = {
             secret: owner
             for secret, owner in owners.items()
-            if owner is not None and "rollout" in (owner.get("spec") or {})
+            if owner is not None
+            and "rollout" in (owner.get("spec") or {})
+            and object_key(owner) not in self._warned
         }
         logger.log(
             logging.WARNING if expecting else logging.DEBUG,
@@ -102,10 +104,7 @@ class Notices:
             span(refused_for),
         )
         for secret, owner in sorted(expecting.items()):
-            key = object_key(owner)
-            if key in self._warned:
-                continue
-            self._warned.add(key)
+            self._warned.add(object_key(owner))
             note = not_permitted_note(secret, verb, namespace, refused_for)
             await self._post(owner, "Warning", "RolloutNotPermitted", note)
 

@@ -9,9 +9,10 @@ this process, say what is owed). Only the leader looks; a standby makes no call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from tokensync import rollout_policy as policy
 from tokensync.clock import Clock
@@ -86,6 +87,8 @@ class RolloutSweeper:
         self._changed: dict[str, set[str]] = {}
         self._known: set[str] = set()
         self._refused_until: dict[str, datetime] = {}
+        # What was refused there (verb, status), for telling a ProviderToken that comes later.
+        self._refused_how: dict[str, tuple[str, str]] = {}
         self._leading = True
 
     def token_changed(self, namespace: str, secret: str) -> None:
@@ -151,6 +154,11 @@ class RolloutSweeper:
         changed = self._changed.pop(namespace, set())
         refused = self._refused_until.get(namespace)
         if refused is not None and refused > now:
+            # Not asked again; but a ProviderToken whose token came after the refusal is
+            # told now, not when the refusal is looked at again.
+            verb, status = self._refused_how[namespace]
+            owners = await self._owners(namespace, changed)
+            await self._notices.refused(namespace, verb, status, owners, refused - now)
             self._keep(namespace, changed, refused)
             return
         try:
@@ -159,6 +167,7 @@ class RolloutSweeper:
             await self._api_error(namespace, changed, error, "list", now)
             return
         self._refused_until.pop(namespace, None)
+        self._refused_how.pop(namespace, None)
         gathered = await gather(self._kube, self._secrets, self._tokens, namespace, workloads)
         decided = policy.plan(
             namespace, workloads, gathered.secrets, self._pacer, now, self._jitter
@@ -230,16 +239,22 @@ class RolloutSweeper:
             self._keep(namespace, changed, now + self._timing.retry)
             return
         until = now + self._timing.refused
+        status = f"{error.status} {error.reason}".strip()
         self._refused_until[namespace] = until
+        self._refused_how[namespace] = (verb, status)
         self._keep(namespace, changed, until)
-        owners = {
+        owners = await self._owners(namespace, changed)
+        await self._notices.refused(namespace, verb, status, owners, self._timing.refused)
+
+    async def _owners(
+        self, namespace: str, secrets: set[str]
+    ) -> dict[str, Mapping[str, Any] | None]:
+        return {
             secret: owner_of(
                 self._tokens, namespace, await self._secrets.labelled(namespace, secret) or {}
             )
-            for secret in changed
+            for secret in secrets
         }
-        status = f"{error.status} {error.reason}".strip()
-        await self._notices.refused(namespace, verb, status, owners, self._timing.refused)
 
     def _keep(self, namespace: str, changed: set[str], until: datetime) -> None:
         if changed:
