@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from fakes.oauth2_server import FakeOAuth2Server
@@ -16,14 +15,6 @@ from support.operator import OperatorProcess
 from support.providers import Fakes
 from support.waiting import wait_for
 from tokensync_dev.devcluster.cluster import free_port
-
-
-def readiness(replica: OperatorProcess) -> tuple[int, str]:
-    try:
-        answer = httpx.get(replica.health_url + "/readyz", timeout=2)
-    except httpx.HTTPError:
-        return 0, ""
-    return answer.status_code, answer.text
 
 
 @pytest.fixture
@@ -51,6 +42,7 @@ def replicas(
         for replica in started:
             replica.kill()
         operator.start()
+        operator.wait_ready(timeout_s=60)  # the tests after this one use it
 
 
 def test_one_replica_writes_and_the_other_takes_over_without_minting_again(
@@ -58,14 +50,16 @@ def test_one_replica_writes_and_the_other_takes_over_without_minting_again(
 ) -> None:
     # Both ready (a not-ready standby would stall rolling updates and PDB drains), and
     # exactly one of them leads.
+    for replica in replicas:
+        replica.wait_ready(timeout_s=60)
     wait_for(
         lambda: (
-            sorted(readiness(r) for r in replicas) == [(200, "ok: leading"), (200, "ok: standby")]
+            sorted(r.readiness() for r in replicas) == [(200, "ok: leading"), (200, "ok: standby")]
         ),
         timeout_s=60,
         what="one ready leader and one ready standby",
     )
-    leader = next(r for r in replicas if readiness(r)[1] == "ok: leading")
+    leader = next(r for r in replicas if r.readiness()[1] == "ok: leading")
     standby = next(r for r in replicas if r is not leader)
 
     namespace = cluster.namespace("ha")
@@ -91,7 +85,7 @@ def test_one_replica_writes_and_the_other_takes_over_without_minting_again(
     killed = time.monotonic()
     leader.kill()
     wait_for(
-        lambda: readiness(standby) == (200, "ok: leading"),
+        lambda: standby.readiness() == (200, "ok: leading"),
         timeout_s=40,
         what="the standby to take over",
     )

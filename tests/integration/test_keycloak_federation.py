@@ -19,14 +19,12 @@ kubernetes-service-accounts are both on by default; nothing to enable or rebuild
 
 Part A asks Keycloak directly with tokens the test requests from the TokenRequest API (as
 admin). Part B is the operator's ``clientAuth: service_account``: a ProviderToken with no
-credentials Secret at all. Part B runs once the installed CRD knows ``serviceAccountRef``
-and deploy/service-account-tokens/role.yaml exists; before that it is skipped, saying which.
+credentials Secret at all, granted by the shipped deploy/service-account-tokens/role.yaml.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import ssl
 import time
 import uuid
@@ -42,13 +40,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from support.grants import (
-    SERVICE_ACCOUNT_TOKENS_FILE,
     create_service_account,
     grant_service_account_tokens,
     service_account_subject,
 )
 from support.keycloak import JwksVerifier, KeycloakAdmin, KeycloakPlan
-from support.objects import GROUP, PLURAL, VERSION, Cluster
+from support.objects import GROUP, VERSION, Cluster
 from support.operator import OperatorProcess
 from tokensync_dev.devcluster.cluster import ControlPlane
 
@@ -319,28 +316,6 @@ def test_a_wrong_audience_is_refused(
 # --- Part B: the operator's clientAuth: service_account against it -------------------------
 
 
-def operator_work_missing(cluster: Cluster) -> str | None:
-    """Why Part B cannot run yet, or None once the operator's side of issue 18 is there."""
-    crd = json.loads(cluster.plane.kubectl("get", "crd", f"{PLURAL}.{GROUP}", "-o", "json"))
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == VERSION)
-    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    oauth2 = spec["properties"]["provider"]["properties"]["oauth2"]["properties"]
-    if "serviceAccountRef" not in oauth2:
-        return "the installed CRD has no spec.provider.oauth2.serviceAccountRef yet"
-    if "credentialsRef" in spec.get("required", []):
-        return "the installed CRD still requires spec.credentialsRef"
-    if not SERVICE_ACCOUNT_TOKENS_FILE.is_file():
-        return f"{SERVICE_ACCOUNT_TOKENS_FILE} does not exist yet"
-    return None
-
-
-@pytest.fixture
-def operator_side(cluster: Cluster) -> None:
-    reason = operator_work_missing(cluster)
-    if reason:
-        pytest.skip(f"issue 18's operator work has not landed: {reason}")
-
-
 def service_account_token_spec(
     federation: Federation,
     workload: Workload,
@@ -386,7 +361,6 @@ def cleanup(cluster: Cluster) -> Iterator[list[tuple[str, str]]]:
 def test_operator_mints_with_a_service_account_and_no_credentials_secret(
     federation: Federation,
     workload: Workload,
-    operator_side: None,
     operator: OperatorProcess,
     cleanup: list[tuple[str, str]],
     send_client_id: bool,
@@ -425,7 +399,6 @@ def test_operator_mints_with_a_service_account_and_no_credentials_secret(
 def test_operator_without_the_grant_asks_keycloak_nothing_and_says_what_to_grant(
     federation: Federation,
     workload: Workload,
-    operator_side: None,
     operator: OperatorProcess,
     cleanup: list[tuple[str, str]],
 ) -> None:
@@ -456,7 +429,6 @@ def test_operator_without_the_grant_asks_keycloak_nothing_and_says_what_to_grant
 def test_operator_with_the_token_endpoint_as_audience_is_told_keycloaks_refusal(
     federation: Federation,
     workload: Workload,
-    operator_side: None,
     operator: OperatorProcess,
     cleanup: list[tuple[str, str]],
 ) -> None:

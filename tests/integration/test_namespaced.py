@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from fakes.oauth2_server import FakeOAuth2Server
@@ -50,14 +49,7 @@ def namespaced_operator(
     finally:
         process.kill()
         operator.start()
-        wait_for(lambda: _ready(operator.health_url), timeout_s=60, what="the suite's operator")
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        operator.wait_ready(timeout_s=60)
 
 
 def test_a_namespaced_operator_serves_its_namespace_at_once_and_nothing_else(
@@ -86,5 +78,24 @@ def test_a_namespaced_operator_serves_its_namespace_at_once_and_nothing_else(
     # that for about 54 s before its first watch.
     assert time.monotonic() - started < 20
     assert "Not enough permissions" not in namespaced_operator.logs()
+
+    # A later change in the served namespace, acted on: by then the operator has had every
+    # chance to see the other namespace's ProviderToken too.
+    first = cluster.secret_value(served, "api-token")
+    assert first
+    cluster.patch_token(
+        served, "api", {"metadata": {"annotations": {"tokensync.dev/renew": uuid.uuid4().hex}}}
+    )
+    wait_for(
+        lambda: cluster.secret_value(served, "api-token") not in (None, first),
+        timeout_s=30,
+        what=f"a new token in {served}/api-token after the renew annotation",
+    )
+    cluster.wait_ready(served, "api")
+
+    untouched = cluster.token(elsewhere, "api")
+    assert untouched is not None
+    assert "status" not in untouched, untouched
     assert cluster.ready(elsewhere, "api") is None
     assert cluster.secret(elsewhere, "api-token") is None
+    assert elsewhere not in namespaced_operator.logs()

@@ -11,6 +11,7 @@ discovery document, ``iss``, ``aud``, ``sub``, expiry.
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from fakes.oauth2_server import FakeOAuth2Server
+from support.cluster import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE
 from support.grants import (
     create_service_account,
     federated_identity,
@@ -31,6 +33,9 @@ from support.waiting import wait_for
 
 ACCOUNT = "billing-client"
 AUDIENCE = "https://idp.example.test/tokensync"
+# What the fake's TLS server records when a client certificate's CA is not the one it
+# trusts (ssl's reason for the failed handshake; tests/integration/test_fake_federation.py).
+UNTRUSTED_CLIENT_CERTIFICATE = "CERTIFICATE_VERIFY_FAILED"
 
 
 def secrets_in(cluster: Cluster, namespace: str) -> dict[str, dict[str, str]]:
@@ -45,6 +50,38 @@ def renew(cluster: Cluster, namespace: str, name: str) -> None:
     value = uuid.uuid4().hex[:8]
     cluster.patch_token(
         namespace, name, {"metadata": {"annotations": {"tokensync.dev/renew": value}}}
+    )
+
+
+def failed_attempts(cluster: Cluster, namespace: str, name: str) -> int:
+    status = (cluster.token(namespace, name) or {}).get("status") or {}
+    return int(status.get("failedAttempts", 0))
+
+
+def operator_may_request_token(cluster: Cluster, namespace: str, account: str) -> bool:
+    """Whether the API server lets the operator's ServiceAccount request ``account``'s
+    tokens now (what the operator's TokenRequest meets)."""
+    operator = service_account_subject(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+    answer = cluster.plane.kubectl(
+        "auth",
+        "can-i",
+        "create",
+        f"serviceaccounts/{account}",
+        "--subresource=token",
+        "-n",
+        namespace,
+        f"--as={operator}",
+        check=False,
+    )
+    return answer.strip().splitlines()[0] == "yes"
+
+
+def grant_settled(cluster: Cluster, namespace: str, account: str) -> None:
+    """The authorizer reads RBAC from informer caches: wait until the grant is in effect."""
+    wait_for(
+        lambda: operator_may_request_token(cluster, namespace, account),
+        timeout_s=10,
+        what=f"the operator's grant for {namespace}/{account}'s tokens to be in effect",
     )
 
 
@@ -135,21 +172,29 @@ def test_without_the_grant_no_token_is_obtained_and_the_reason_says_what_to_gran
     assert cluster.secret(namespace, "ungranted-token") is None
 
     # Granted for another ServiceAccount only: still refused, by the API server itself.
+    # Attempts counted before that grant is in effect prove nothing: the count is read
+    # once it is, and an attempt after it must add one.
     grant_service_account_tokens(cluster.plane, namespace, "someone-else")
+    grant_settled(cluster, namespace, "someone-else")
+    assert not operator_may_request_token(cluster, namespace, ACCOUNT)
+    before = failed_attempts(cluster, namespace, "ungranted")
+    assert before >= 1
     renew(cluster, namespace, "ungranted")
     wait_for(
-        lambda: (
-            (cluster.token(namespace, "ungranted") or {}).get("status", {}).get("failedAttempts", 0)
-            >= 2
-        ),
+        lambda: failed_attempts(cluster, namespace, "ungranted") > before,
         timeout_s=20,
-        what="a second refused attempt",
+        what=f"a refused attempt after the other account's grant (failedAttempts > {before})",
     )
-    assert cluster.ready(namespace, "ungranted")["reason"] == "ServiceAccountTokenNotPermitted"
+    refused = cluster.ready(namespace, "ungranted")
+    assert refused is not None and refused["status"] == "False", refused
+    assert refused["reason"] == "ServiceAccountTokenNotPermitted", refused
+    assert ACCOUNT in refused["message"], refused
     assert oauth2_server.requests_from(client_id) == []
+    assert cluster.secret(namespace, "ungranted-token") is None
 
     # The owner grants it: the next attempt mints.
     grant_service_account_tokens(cluster.plane, namespace, ACCOUNT)
+    grant_settled(cluster, namespace, ACCOUNT)
     renew(cluster, namespace, "ungranted")
     cluster.wait_ready(namespace, "ungranted", timeout_s=30)
     assert len(oauth2_server.requests_from(client_id)) == 1
@@ -313,7 +358,15 @@ def test_mutual_tls_is_required_and_checked(
     cluster.apply(mtls_token("stranger", namespace, server, client_id))
     condition = cluster.wait_ready(namespace, "stranger", status="False")
     assert condition["reason"] == "ProviderUnavailable"
-    assert len(server.tls_failures) > failures_before
+    # The server itself refused the handshake, for that reason only (not the operator
+    # refusing the server). The client may see the alert before the server's thread has
+    # noted why it sent it.
+    refusals = wait_for(
+        lambda: server.tls_failures[failures_before:],
+        timeout_s=5,
+        what="the server's refusal of the stranger's certificate",
+    )
+    assert set(refusals) == {UNTRUSTED_CLIENT_CERTIFICATE}, refusals
     assert server.requests_from(client_id) == []
 
     # The right CA, another subject: the server refuses the client.
@@ -332,6 +385,10 @@ def test_mutual_tls_is_required_and_checked(
     condition = cluster.wait_ready(namespace, "broken", status="False")
     assert condition["reason"] == "InvalidClientCertificate"
     assert "not a certificate" not in condition["message"]
+    # Only the stranger's handshakes failed (retried, the same way each time); the others
+    # were refused after the handshake, or before any connection.
+    refusals = server.tls_failures[failures_before:]
+    assert set(refusals) == {UNTRUSTED_CLIENT_CERTIFICATE}, refusals
 
 
 # Revocation on delete (RFC 7009).
@@ -406,9 +463,19 @@ def test_deletion_revokes_both_tokens_once_then_lets_go(
     cluster.apply(plain)
     cluster.wait_ready(namespace, "plain")
     assert finalizers(cluster, namespace, "plain") == []
+    plain_access = cluster.secret_value(namespace, "plain-token")
+    assert plain_access is not None
     cluster.delete_token(namespace, "plain")
     wait_for(lambda: gone(cluster, namespace, "plain"), timeout_s=10, what="the plain deletion")
+    # The operator has seen that deletion once it has acted on what its watch brings
+    # after it: another ProviderToken in the namespace, made Ready.
+    later = revoking_token("later", namespace, oauth2_server)
+    del later["spec"]["provider"]["oauth2"]["revokeOnDelete"]
+    cluster.apply(later)
+    cluster.wait_ready(namespace, "later")
     assert len(oauth2_server.revocations_by(client_id)) == 2
+    assert not oauth2_server.is_revoked(plain_access)
+    assert [e.reason for e in cluster.events(namespace, "plain")].count("Revoked") == 0
 
 
 def test_a_revocation_endpoint_that_is_down_does_not_block_the_deletion_for_long(
@@ -446,7 +513,10 @@ def test_a_revocation_endpoint_outside_the_allowlist_is_refused_before_any_mint(
 
 
 def test_a_namespace_holding_a_revoking_token_is_deleted_without_getting_stuck(
-    cluster: Cluster, oauth2_server: FakeOAuth2Server, revoking: tuple[str, str]
+    cluster: Cluster,
+    oauth2_server: FakeOAuth2Server,
+    operator: OperatorProcess,
+    revoking: tuple[str, str],
 ) -> None:
     """The namespace's deletion takes its RoleBindings and Secrets in the same sweep as its
     ProviderTokens: the finalizer must still come off (the operator's patch is cluster-wide
@@ -463,5 +533,24 @@ def test_a_namespace_holding_a_revoking_token_is_deleted_without_getting_stuck(
 
     wait_for(namespace_gone, timeout_s=120, what=f"namespace {namespace} to be deleted")
     # Revoked if its Secrets were still there when the operator looked; never twice.
-    kinds = [c.kind for c in oauth2_server.revocations_by(client_id)]
-    assert len(kinds) == len(set(kinds)) <= 2
+    calls = oauth2_server.revocations_by(client_id)
+    kinds = [c.kind for c in calls]
+    assert len(kinds) == len(set(kinds)), kinds
+    assert set(kinds) <= {"refresh_token", "access_token"}, kinds
+    # Which it was, its Event says; the namespace is terminating, so the API server
+    # refuses that Event and the operator's log names it instead.
+    said = re.compile(
+        rf"event (Revoked|RevocationFailed|RevocationAbandoned) for {re.escape(namespace)}/swept "
+    )
+    outcome = wait_for(
+        lambda: said.search(operator.logs()),
+        timeout_s=15,
+        what=f"the operator's word on revoking {namespace}/swept",
+    ).group(1)
+    if outcome == "Revoked":
+        assert sorted(k or "" for k in kinds) == ["access_token", "refresh_token"], calls
+        assert all(c.revoked and c.status == 200 for c in calls), calls
+    elif outcome == "RevocationFailed":  # given up before asking: nothing sent
+        assert kinds == [], (outcome, calls)
+    else:  # given up after asking in vain
+        assert not any(c.revoked for c in calls), (outcome, calls)

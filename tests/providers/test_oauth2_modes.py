@@ -5,25 +5,20 @@ against a real local TLS server that requires a client certificate."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import socket
-import ssl
-import threading
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fakes.base import ServerTls
+from fakes.oauth2_server import FakeOAuth2Server, Recorded
 from providers.conftest import HttpFactory, mint_request
+from support.tls import CertificateAuthority, KeyPair
+from support.waiting import wait_for
 from tokensync.client_certificates import ClientCertificate
 from tokensync.endpoints import (
     EndpointPolicy,
@@ -54,67 +49,11 @@ CLIENT_SECRET = "never-sent-client-secret"
 ACCOUNT = {"name": "idp-client", "audience": "https://idp.example"}
 
 
-# --- certificates of the test's own ---------------------------------------------------------
+# --- certificates of the test's own, and the fake that requires one ----------------------------
 
 
-def _pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-class Authority:
-    def __init__(self, name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.cert = self._sign(self.name, self.key.public_key(), ca=True)
-
-    def _sign(
-        self,
-        subject: x509.Name,
-        public_key: ec.EllipticCurvePublicKey,
-        *,
-        ca: bool = False,
-        usage: x509.ObjectIdentifier | None = None,
-        ip: str | None = None,
-    ) -> x509.Certificate:
-        now = dt.datetime.now(dt.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.name)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if usage is not None:
-            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        if ip is not None:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                critical=False,
-            )
-        return builder.sign(self.key, hashes.SHA256())
-
-    @property
-    def cert_pem(self) -> str:
-        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
-
-    def issue(self, cn: str, *, server: bool = False) -> ClientCertificate:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        cert = self._sign(
-            subject, key.public_key(), usage=usage, ip="127.0.0.1" if server else None
-        )
-        return ClientCertificate(
-            certificate=cert.public_bytes(serialization.Encoding.PEM).decode(),
-            private_key=_pem(key),
-        )
+def certificate(pair: KeyPair) -> ClientCertificate:
+    return ClientCertificate(pair.cert_pem, pair.key_pem)
 
 
 def pem_lines(*pairs: ClientCertificate) -> list[str]:
@@ -127,80 +66,32 @@ def pem_lines(*pairs: ClientCertificate) -> list[str]:
     ]
 
 
-# --- a TLS server that requires a client certificate ---------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: MtlsServer
-
-    def setup(self) -> None:
-        # The handshake in this request's thread, so a refused one holds nothing else up.
-        self.request.do_handshake()
-        super().setup()
-
-    def do_POST(self) -> None:
-        peer = self.request.getpeercert()
-        subject = dict(item for part in peer["subject"] for item in part)
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.seen.append(subject["commonName"])
-        body = json.dumps({"cn": subject["commonName"]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
-class MtlsServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, directory: Path, authority: Authority) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.seen: list[str] = []
-        self.refused = 0
-        server = authority.issue("127.0.0.1", server=True)
-        (directory / "server.pem").write_text(server.certificate + server.private_key)
-        (directory / "clients-ca.pem").write_text(authority.cert_pem)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(directory / "server.pem")
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=directory / "clients-ca.pem")
-        self.socket = context.wrap_socket(
-            self.socket, server_side=True, do_handshake_on_connect=False
-        )
-        self.port = self.server_address[1]
-        self.url = f"https://127.0.0.1:{self.port}/oauth/token"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        self.refused += 1  # a handshake without an acceptable certificate
+CLIENTS = ("app-one", "app-two")
 
 
 @pytest.fixture
-def authority() -> Authority:
-    return Authority("tokensync-test-clients")
+def authority() -> CertificateAuthority:
+    return CertificateAuthority.create("tokensync-test-clients")
 
 
 @pytest.fixture
-def server(tmp_path: Path, authority: Authority) -> Iterator[MtlsServer]:
-    mtls = MtlsServer(tmp_path, authority)
-    thread = threading.Thread(target=mtls.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield mtls
-    finally:
-        mtls.shutdown()
-        mtls.server_close()
-        thread.join(timeout=5)
+def server(tmp_path: Path, authority: CertificateAuthority) -> Iterator[FakeOAuth2Server]:
+    """HTTPS with a certificate of ``authority``, which also signs the client certificates
+    it requires (RFC 8705 tls_client_auth: each client known by its subject)."""
+    ca_file = authority.write(tmp_path / "clients-ca.pem")
+    cert_file, key_file = authority.server_cert().write(tmp_path, "server")
+    tls = ServerTls(str(cert_file), str(key_file), client_ca_file=str(ca_file))
+    with FakeOAuth2Server(tls=tls) as fake:
+        for cn in CLIENTS:
+            fake.add_client(cn, tls_subject=f"CN={cn}")
+        yield fake
 
 
 @pytest.fixture
-async def http(server: MtlsServer, tmp_path: Path) -> AsyncIterator[HttpClient]:
+async def http(server: FakeOAuth2Server, tmp_path: Path) -> AsyncIterator[HttpClient]:
     # The server certificate is signed by the same CA: trust it, and only that one host.
     client = HttpClient(
-        EndpointPolicy(allowed_hosts=normalise_hosts([f"127.0.0.1:{server.port}"])),
+        EndpointPolicy(allowed_hosts=normalise_hosts([server.host])),
         ca_file=str(tmp_path / "clients-ca.pem"),
         timeout_s=5.0,
     )
@@ -209,71 +100,108 @@ async def http(server: MtlsServer, tmp_path: Path) -> AsyncIterator[HttpClient]:
 
 
 async def post(
-    http: HttpClient, server: MtlsServer, certificate: ClientCertificate | None
-) -> dict[str, Any]:
+    http: HttpClient, server: FakeOAuth2Server, cn: str, pair: ClientCertificate | None
+) -> Recorded:
+    """A client_credentials request as ``cn``; what the server recorded of it, once it
+    issued ``cn`` a token (so the certificate's subject is ``cn``'s)."""
     response = await http.request(
         "POST",
-        server.url,
+        server.token_url,
         official=False,
-        data={"grant_type": "client_credentials", "client_id": "app"},
-        client_certificate=certificate,
+        data={"grant_type": "client_credentials", "client_id": cn},
+        client_certificate=pair,
     )
     assert response.status == 200
-    answer: dict[str, Any] = response.json()
-    return answer
+    assert response.json()["access_token"] == server.issued_to(cn)[-1].value
+    recorded = server.requests_from(cn)[-1]
+    assert recorded.peer_subject == f"CN={cn}"
+    return recorded
+
+
+def refused_by_the_server(server: FakeOAuth2Server, reason: str) -> None:
+    """The server itself refused the handshake, for ``reason`` (and only that once): not
+    the client refusing the server. The client may see the alert before the server's
+    thread has noted why it sent it."""
+    wait_for(lambda: server.tls_failures == [reason], timeout_s=5, what=f"the server's {reason}")
 
 
 async def test_a_client_certificate_is_presented_to_the_server(
-    http: HttpClient, server: MtlsServer, authority: Authority
+    http: HttpClient, server: FakeOAuth2Server, authority: CertificateAuthority
 ) -> None:
-    answer = await post(http, server, authority.issue("app-one"))
-    assert answer == {"cn": "app-one"}
-    assert server.seen == ["app-one"]
+    one = authority.client_cert("app-one")
+    await post(http, server, "app-one", certificate(one))
+    recorded = server.requests_from("app-one")
+    assert [(r.peer_subject, r.peer_fingerprint) for r in recorded] == [
+        ("CN=app-one", one.fingerprint)
+    ]
+    assert len(server.requests) == 1 and server.tls_failures == []
 
 
 async def test_without_a_client_certificate_the_server_refuses(
-    http: HttpClient, server: MtlsServer
+    http: HttpClient, server: FakeOAuth2Server
 ) -> None:
     with pytest.raises(TransportFailure):
-        await post(http, server, None)
-    assert server.seen == []
+        await post(http, server, "app-one", None)
+    refused_by_the_server(server, "PEER_DID_NOT_RETURN_A_CERTIFICATE")
+    assert server.requests == []
 
 
 async def test_the_shared_pool_never_carries_a_client_certificate(
-    http: HttpClient, server: MtlsServer, authority: Authority
+    http: HttpClient, server: FakeOAuth2Server, authority: CertificateAuthority
 ) -> None:
-    await post(http, server, authority.issue("app-one"))
+    one = authority.client_cert("app-one")
+    await post(http, server, "app-one", certificate(one))
     with pytest.raises(TransportFailure):
-        await post(http, server, None)
-    assert server.seen == ["app-one"]
+        await post(http, server, "app-one", None)
+    refused_by_the_server(server, "PEER_DID_NOT_RETURN_A_CERTIFICATE")
+    assert [r.peer_fingerprint for r in server.requests_from("app-one")] == [one.fingerprint]
+    assert len(server.requests) == 1
 
 
 async def test_each_certificate_gets_its_own_connections(
-    http: HttpClient, server: MtlsServer, authority: Authority
+    http: HttpClient, server: FakeOAuth2Server, authority: CertificateAuthority
 ) -> None:
-    one, two = authority.issue("app-one"), authority.issue("app-two")
-    assert (await post(http, server, one))["cn"] == "app-one"
+    one, two = authority.client_cert("app-one"), authority.client_cert("app-two")
+    assert (await post(http, server, "app-one", certificate(one))).peer_fingerprint == (
+        one.fingerprint
+    )
     # A rotated certificate (or another client's): the server sees the new one at once,
     # not the one a pooled connection was opened with.
-    assert (await post(http, server, two))["cn"] == "app-two"
-    assert (await post(http, server, one))["cn"] == "app-one"
-    assert (await post(http, server, two))["cn"] == "app-two"
-    assert server.seen == ["app-one", "app-two", "app-one", "app-two"]
+    assert (await post(http, server, "app-two", certificate(two))).peer_fingerprint == (
+        two.fingerprint
+    )
+    assert (await post(http, server, "app-one", certificate(one))).peer_fingerprint == (
+        one.fingerprint
+    )
+    assert (await post(http, server, "app-two", certificate(two))).peer_fingerprint == (
+        two.fingerprint
+    )
+    with server.lock:
+        seen = [Recorded(r, r.form["client_id"]) for r in server.requests]
+    assert [(r.client_id, r.peer_subject, r.peer_fingerprint) for r in seen] == [
+        ("app-one", "CN=app-one", one.fingerprint),
+        ("app-two", "CN=app-two", two.fingerprint),
+        ("app-one", "CN=app-one", one.fingerprint),
+        ("app-two", "CN=app-two", two.fingerprint),
+    ]
+    assert server.tls_failures == []
 
 
 async def test_a_certificate_of_another_authority_is_refused_by_the_server(
-    http: HttpClient, server: MtlsServer
+    http: HttpClient, server: FakeOAuth2Server
 ) -> None:
-    stranger = Authority("somebody-else").issue("app-one")
+    stranger = CertificateAuthority.create("somebody-else").client_cert("app-one")
     with pytest.raises(TransportFailure):
-        await post(http, server, stranger)
-    assert server.seen == []
+        await post(http, server, "app-one", certificate(stranger))
+    refused_by_the_server(server, "CERTIFICATE_VERIFY_FAILED")
+    assert server.requests == []
 
 
 async def test_a_pair_that_cannot_be_loaded_is_unsendable_and_not_shown(
-    http: HttpClient, server: MtlsServer, authority: Authority
+    http: HttpClient, server: FakeOAuth2Server, authority: CertificateAuthority
 ) -> None:
-    one, two = authority.issue("app-one"), authority.issue("app-two")
+    one_pair, two_pair = authority.client_cert("app-one"), authority.client_cert("app-two")
+    one, two = certificate(one_pair), certificate(two_pair)
     pairs = [
         ClientCertificate(certificate=one.certificate, private_key=two.private_key),
         ClientCertificate(certificate=one.certificate, private_key="not a key"),
@@ -282,20 +210,21 @@ async def test_a_pair_that_cannot_be_loaded_is_unsendable_and_not_shown(
     ]
     for pair in pairs:
         with pytest.raises(UnsendableRequest) as caught:
-            await post(http, server, pair)
+            await post(http, server, "app-one", pair)
         shown = f"{caught.value!s} {caught.value!r}"
         assert "cannot be loaded" in shown
         for line in pem_lines(one, two):
             assert line not in shown
         assert caught.value.__cause__ is None
         assert caught.value.__context__ is None or caught.value.__suppress_context__
-    assert server.seen == []
+    # Refused before any connection: no request, and no handshake either.
+    assert server.requests == [] and server.tls_failures == []
     # A good pair still works after the bad ones.
-    assert (await post(http, server, one))["cn"] == "app-one"
+    assert (await post(http, server, "app-one", one)).peer_fingerprint == one_pair.fingerprint
 
 
 async def test_the_allowlist_is_checked_before_a_certificate_is_loaded(
-    http: HttpClient, authority: Authority
+    http: HttpClient, authority: CertificateAuthority
 ) -> None:
     unloadable = ClientCertificate(certificate="x", private_key="y")
     with pytest.raises(EndpointRefused):
@@ -304,11 +233,11 @@ async def test_the_allowlist_is_checked_before_a_certificate_is_loaded(
         )
 
 
-def test_a_client_certificate_never_shows_in_its_repr(authority: Authority) -> None:
-    pair = authority.issue("app-one")
+def test_a_client_certificate_never_shows_in_its_repr(authority: CertificateAuthority) -> None:
+    pair = certificate(authority.client_cert("app-one"))
     for line in pem_lines(pair):
         assert line not in repr(pair)
-    assert pair.fingerprint != authority.issue("app-one").fingerprint
+    assert pair.fingerprint != certificate(authority.client_cert("app-one")).fingerprint
 
 
 # --- client authentication without a secret -----------------------------------------------
@@ -372,7 +301,7 @@ async def test_service_account_sends_the_token_as_the_client_assertion(
 async def test_tls_client_auth_sends_the_client_id_and_rides_on_the_certificate(
     offline: HttpClient,
 ) -> None:
-    certificate = Authority("ca").issue("app")
+    client_certificate = certificate(CertificateAuthority.create("ca").client_cert("app"))
     spec = {
         "tokenUrl": TOKEN_URL,
         "clientAuth": "tls_client_auth",
@@ -382,11 +311,14 @@ async def test_tls_client_auth_sends_the_client_id_and_rides_on_the_certificate(
     sent: dict[str, str] = {"grant_type": "client_credentials"}
     headers: dict[str, str] = {}
     connection = authenticate(
-        request_for(offline, spec, client_certificate=certificate), TOKEN_URL, sent, headers
+        request_for(offline, spec, client_certificate=client_certificate),
+        TOKEN_URL,
+        sent,
+        headers,
     )
     assert sent == {"grant_type": "client_credentials", "client_id": "app"}
     assert headers == {}
-    assert connection == {"client_certificate": certificate}
+    assert connection == {"client_certificate": client_certificate}
     assert CLIENT_SECRET not in json.dumps([sent, headers])
 
 
@@ -537,11 +469,14 @@ async def test_a_revocation_url_outside_the_allowlist_is_refused_before_a_mint(
 
 
 async def test_a_refused_client_certificate_is_described_as_a_tls_failure(
-    http: HttpClient, server: MtlsServer
+    http: HttpClient, server: FakeOAuth2Server
 ) -> None:
+    stranger = CertificateAuthority.create("somebody-else").client_cert("app-one")
     with pytest.raises(TransportFailure) as caught:
-        await post(http, server, Authority("somebody-else").issue("app-one"))
+        await post(http, server, "app-one", certificate(stranger))
     assert "TLS" in str(caught.value)
+    refused_by_the_server(server, "CERTIFICATE_VERIFY_FAILED")
+    assert server.requests == []
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,10 @@ section 6 (a refresh answer without a refresh token leaves the one sent valid)."
 from __future__ import annotations
 
 import base64
-import json
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus
+from urllib.parse import quote, quote_plus
 
 import httpx
 import jwt
@@ -21,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from fakes.base import FakeProvider, Request, Response
 from fakes.oauth2_server import REVOKE_PATH, FakeOAuth2Server
 from providers.conftest import HttpFactory, mint_request
 from tokensync.providers.base import (
@@ -113,6 +110,7 @@ async def test_a_password_grant_keeps_both_tokens_and_revokes_the_refresh_token_
     assert all(r.revoked and r.status == 200 and r.client_id == CLIENT_ID for r in idp.revocations)
     # With the token endpoint's client authentication (this client insists on Basic).
     sent = [r for r in idp.requests if r.path == REVOKE_PATH]
+    assert len(sent) == 2
     assert all(r.headers["authorization"].startswith("Basic ") for r in sent)
     assert all("client_secret" not in r.form for r in sent)
     assert idp.is_revoked(refresh) and idp.is_revoked(token.value)
@@ -171,7 +169,10 @@ async def test_revocation_with_private_key_jwt_signs_for_the_revocation_endpoint
     _, revoked = await provider.revoke(mint_request(http, spec, creds), dict(token.state or {}))
 
     assert revoked == ("refresh_token", "access_token")
-    assert all(r.revoked and r.status == 200 for r in idp.revocations)
+    assert [(r.kind, r.revoked, r.status) for r in idp.revocations] == [
+        ("refresh_token", True, 200),
+        ("access_token", True, 200),
+    ]
 
 
 async def test_revocation_with_client_secret_post(
@@ -232,80 +233,34 @@ async def test_a_revocation_in_a_fresh_operator_finds_the_endpoint_by_discovery(
 # --- a small endpoint of our own: scripted answers ---------------------------------------------
 
 
-@dataclass
-class Sent:
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: str
-
-    @property
-    def form(self) -> dict[str, str]:
-        return dict(parse_qsl(self.body))
+Answer = Callable[[Request], tuple[int, Any]]
 
 
-Answer = Callable[[Sent], tuple[int, Any]]
+class Scripted(FakeProvider):
+    """A token and a revocation endpoint answering each request with what ``script``
+    returns (status, JSON body); the base records what it was sent."""
 
+    provider = "oauth2"
 
-class Scripted:
-    """An HTTP endpoint (http.server in a thread) answering what ``answer`` returns for
-    each POST (status, JSON body), and recording what it was sent."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.sent: list[Sent] = []
-        self.lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                sent = Sent(
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    self.rfile.read(length).decode(),
-                )
-                with owner.lock:
-                    owner.sent.append(sent)
-                status, body = answer(sent)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> Scripted:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    @property
-    def host(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+    def __init__(self, script: Answer) -> None:
+        super().__init__()
+        self.script = script
 
     @property
     def token_url(self) -> str:
-        return f"http://{self.host}/token"
+        return self.base_url + "/token"
 
     @property
     def revocation_url(self) -> str:
-        return f"http://{self.host}/revoke"
+        return self.base_url + "/revoke"
 
-    def at(self, path: str) -> list[Sent]:
+    def answer(self, request: Request) -> Response:
+        status, body = self.script(request)
+        return Response(status, body)
+
+    def at(self, path: str) -> list[Request]:
         with self.lock:
-            return [s for s in self.sent if s.path == path]
+            return [r for r in self.requests if r.path == path]
 
 
 def revocable(server: Scripted, **more: Any) -> dict[str, Any]:
@@ -333,18 +288,18 @@ TOKENS = {
 def _echo(what: str) -> Answer:
     """Refuse the revocation with 400 invalid_client, echoing ``what`` was sent."""
 
-    def answer(sent: Sent) -> tuple[int, Any]:
-        form = sent.form
+    def answer(sent: Request) -> tuple[int, Any]:
+        form, body = sent.form, sent.body.decode()
         basic = sent.headers.get("authorization", "").partition(" ")[2]
         echoes = {
             "authorization header": sent.headers.get("authorization", ""),
             "decoded basic pair": base64.b64decode(basic).decode() if basic else "",
-            "form body": sent.body,
+            "form body": body,
             "form values": " ".join(form.values()),
             "client secret": form.get("client_secret", ""),
             "client assertion": form.get("client_assertion", ""),
             "token": form.get("token", ""),
-            "header and form": f"{sent.headers.get('authorization', '')} {sent.body}",
+            "header and form": f"{sent.headers.get('authorization', '')} {body}",
         }
         return 400, {"error": "invalid_client", "error_description": "got " + echoes[what]}
 
@@ -421,7 +376,7 @@ async def test_a_refused_revocation_shows_nothing_secret(
 
 
 def _by_hint(answers: dict[str, tuple[int, Any]]) -> Answer:
-    def answer(sent: Sent) -> tuple[int, Any]:
+    def answer(sent: Request) -> tuple[int, Any]:
         return answers[sent.form["token_type_hint"]]
 
     return answer
@@ -494,7 +449,7 @@ FIRST_REFRESH = "rt-first-and-only"
 def _refresh_kept_answer() -> Answer:
     issued = iter(range(1, 100))
 
-    def answer(sent: Sent) -> tuple[int, Any]:
+    def answer(sent: Request) -> tuple[int, Any]:
         grant = sent.form.get("grant_type")
         access = {"access_token": f"at-{next(issued)}", "expires_in": 3600, "token_type": "Bearer"}
         if grant == "password":

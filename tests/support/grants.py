@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from fakes.oauth2_server import FederatedIdentity
-from support.cluster import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, REPO
+from support.cluster import REPO
 from tokensync_dev.devcluster.cluster import ControlPlane
 
 SERVICE_ACCOUNT_TOKENS_FILE = REPO / "deploy" / "service-account-tokens" / "role.yaml"
@@ -41,7 +41,7 @@ def grant_service_account_tokens(plane: ControlPlane, namespace: str, *accounts:
     Returns the names the Role now lists.
     """
     granted = sorted({*_granted_names(plane, namespace), *accounts})
-    documents = _documents(SERVICE_ACCOUNT_TOKENS_FILE, SERVICE_ACCOUNT_TOKENS_ROLE, _token_rules())
+    documents = _documents(SERVICE_ACCOUNT_TOKENS_FILE)
     for document in documents:
         if document.get("kind") != "Role":
             continue
@@ -98,37 +98,9 @@ def _granted_names(plane: ControlPlane, namespace: str) -> list[str]:
     return [name for rule in rules for name in rule.get("resourceNames") or []]
 
 
-def _token_rules() -> list[dict[str, Any]]:
-    return [{"apiGroups": [""], "resources": [_TOKEN_RESOURCE], "verbs": ["create"]}]
-
-
-def _documents(path: Path, name: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The shipped Role and RoleBinding; until the file exists, the same shapes here."""
-    if path.exists():
-        return [d for d in yaml.safe_load_all(path.read_text()) if d]
-    labels = {"app.kubernetes.io/name": "tokensync", "app.kubernetes.io/part-of": "tokensync"}
-    metadata = {"name": name, "labels": labels}
-    return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": metadata,
-            "rules": rules,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": metadata,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [
-                {
-                    "kind": "ServiceAccount",
-                    "name": OPERATOR_ACCOUNT,
-                    "namespace": OPERATOR_NAMESPACE,
-                }
-            ],
-        },
-    ]
+def _documents(path: Path) -> list[dict[str, Any]]:
+    """The shipped Role and RoleBinding (a missing file is an error, not a default)."""
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
 def _apply(plane: ControlPlane, namespace: str, documents: list[dict[str, Any]]) -> None:

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from support.cluster import REPO
+from support.waiting import wait_for
 from tokensync_dev.devcluster.cluster import die_with_parent
 
 # The log of the operator whose control plane the fault tests stop and start (the leak
@@ -56,6 +59,28 @@ class OperatorProcess:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def readiness(self) -> tuple[int, str]:
+        """What its ``/readyz`` answers (status, text: ``ok: leading``, ``ok: standby``);
+        (0, "") while nothing answers."""
+        try:
+            answer = httpx.get(self.health_url + "/readyz", timeout=2)
+        except httpx.HTTPError:
+            return 0, ""
+        return answer.status_code, answer.text
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        """Wait until its ``/readyz`` answers 200 (a leader or a ready standby); a process
+        that exits meanwhile fails at once, with the end of its log."""
+        assert self.health_url, "no health_url: the operator was started without --health-port"
+
+        def ready() -> bool:
+            assert self.running(), (
+                f"{self.log_path.name}: the operator exited\n{self.logs()[-4000:]}"
+            )
+            return self.readiness()[0] == 200
+
+        wait_for(ready, timeout_s=timeout_s, what=f"{self.health_url}/readyz to answer 200")
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

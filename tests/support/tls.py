@@ -123,23 +123,50 @@ class CertificateAuthority:
             hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, [x509.SubjectAlternativeName(names)]
         )
 
-    def client_cert(self, common_name: str) -> KeyPair:
-        """A client certificate whose subject is ``CN=<common_name>``."""
-        return self._issue(common_name, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    def client_cert(
+        self,
+        common_name: str,
+        *,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        not_before: datetime.datetime | None = None,
+        not_after: datetime.datetime | None = None,
+    ) -> KeyPair:
+        """A client certificate whose subject is ``CN=<common_name>``: for ``key`` (a new
+        one unless given), valid from ``not_before`` (five minutes ago unless given) until
+        ``not_after`` (a week from now unless given)."""
+        return self._issue(
+            common_name,
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+            [],
+            key=key,
+            not_before=not_before,
+            not_after=not_after,
+        )
 
     def _issue(
-        self, common_name: str, usage: x509.ObjectIdentifier, extra: list[x509.ExtensionType]
+        self,
+        common_name: str,
+        usage: x509.ObjectIdentifier,
+        extra: list[x509.ExtensionType],
+        *,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        not_before: datetime.datetime | None = None,
+        not_after: datetime.datetime | None = None,
     ) -> KeyPair:
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
+        if not_before is None:
+            not_before = now - datetime.timedelta(minutes=5)
+        if not_after is None:
+            not_after = now + _VALIDITY
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + _VALIDITY)
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(cert_sign=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)

@@ -12,11 +12,10 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from support.tls import CertificateAuthority, KeyPair
 from tokensync.client_certificates import ClientCertificate
 from tokensync.decision import CredentialsNotFound, CredentialsUnreadable
 from tokensync.kube import ApiError
@@ -364,44 +363,23 @@ def test_an_expired_own_token_still_says_its_audiences() -> None:
 # --- client certificates --------------------------------------------------------------------
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
+CA = CertificateAuthority.create("test-ca")
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def _certificate(
-    key: ec.EllipticCurvePrivateKey,
-    not_after: datetime,
-    issuer_key: ec.EllipticCurvePrivateKey | None = None,
-    cn: str = "app",
-) -> str:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")]) if issuer_key else name
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_after - timedelta(days=30))
-        .not_valid_after(not_after)
-        .sign(issuer_key or key, hashes.SHA256())
+def _pair(not_after: datetime, key: ec.EllipticCurvePrivateKey | None = None) -> KeyPair:
+    """A pair ``CA`` signed for ``CN=app``, valid for the 30 days up to ``not_after`` (not
+    the wall clock's: the mints here happen at ``NOW``)."""
+    return CA.client_cert(
+        "app", key=key, not_before=not_after - timedelta(days=30), not_after=not_after
     )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-KEY = _key()
-KEY_PEM = _key_pem(KEY)
-CERT_PEM = _certificate(KEY, NOW + timedelta(days=1))
-OTHER_KEY_PEM = _key_pem(_key())
-EXPIRED_PEM = _certificate(KEY, NOW - timedelta(seconds=1))
+KEY = ec.generate_private_key(ec.SECP256R1())
+PAIR = _pair(NOW + timedelta(days=1), KEY)
+KEY_PEM = PAIR.key_pem
+CERT_PEM = PAIR.cert_pem
+OTHER_KEY_PEM = _pair(NOW + timedelta(days=1)).key_pem
+EXPIRED_PEM = _pair(NOW - timedelta(seconds=1), KEY).cert_pem
 
 
 def pem_texts(*pems: str) -> list[str]:
@@ -432,9 +410,8 @@ async def test_a_good_pair_is_the_client_certificate() -> None:
 
 
 async def test_a_chain_is_accepted_leaf_first() -> None:
-    ca_key = _key()
-    leaf = _certificate(KEY, NOW + timedelta(days=1), issuer_key=ca_key)
-    chain = leaf + _certificate(ca_key, NOW + timedelta(days=90), cn="test-ca")
+    chain = CERT_PEM + CA.cert_pem
+    assert PAIR.cert.issuer == CA.cert.subject  # the leaf, then the CA that signed it
     got = await obtain_certificate({"tls.crt": chain, "tls.key": KEY_PEM})
     assert got is not None and got.certificate == chain
 
@@ -535,11 +512,8 @@ async def test_a_rotated_certificate_is_read_at_the_next_mint() -> None:
     )
     inputs = MintInputs(secrets, Tokens())
     first = await inputs.proofs(view(TLS_MODE), needs_tls(), NOW)
-    new_key = _key()
-    rotated = {
-        "tls.crt": _certificate(new_key, NOW + timedelta(days=2)),
-        "tls.key": _key_pem(new_key),
-    }
+    renewed = _pair(NOW + timedelta(days=2))
+    rotated = {"tls.crt": renewed.cert_pem, "tls.key": renewed.key_pem}
     secrets.items["client-tls"] = secret("client-tls", rotated)
     second = await inputs.proofs(view(TLS_MODE), needs_tls(), NOW)
     assert first.client_certificate is not None and second.client_certificate is not None
