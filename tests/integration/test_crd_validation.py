@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from support.objects import Cluster, provider_token
+from support.waiting import wait_for
 from tokensync.providers.base import Provider
 from tokensync.providers.registry import PROVIDERS
 
@@ -190,16 +191,28 @@ def test_there_is_an_example_per_provider() -> None:
 MINIMAL = {"tokenUrl": "https://idp.example.com/token"}
 
 
+def stored_as(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ProviderToken as the API server stored it; deleted again, and gone before the
+    next case reuses its name (the suite's operator may hold a revoking one a moment)."""
+    cluster.apply(manifest)
+    stored = cluster.token(namespace, "candidate")
+    cluster.delete_token(namespace, "candidate")
+    wait_for(
+        lambda: cluster.token(namespace, "candidate") is None,
+        timeout_s=45,
+        what="the candidate ProviderToken to be gone",
+    )
+    assert stored is not None
+    return stored
+
+
 @pytest.mark.parametrize("provider", list(PROVIDERS), ids=PROVIDERS.names())
 def test_the_api_server_fills_in_the_declared_defaults(
     cluster: Cluster, namespace: str, provider: Provider
 ) -> None:
     manifest = variant({"provider": {provider.name: dict(MINIMAL)}})
     manifest["metadata"]["namespace"] = namespace
-    cluster.apply(manifest)
-    stored = cluster.token(namespace, "candidate")
-    cluster.delete_token(namespace, "candidate")
-    assert stored is not None
+    stored = stored_as(cluster, namespace, manifest)
     fields = provider.spec.fields
     defaults = {f.name: f.default for f in fields if f.default is not None and f.default_in_crd}
     assert stored["spec"]["provider"][provider.name] == {**defaults, **MINIMAL}
@@ -482,10 +495,7 @@ def test_keyless_and_revocation_specs_are_accepted(
 ) -> None:
     manifest = copy.deepcopy(manifest)
     manifest["metadata"]["namespace"] = namespace
-    cluster.apply(manifest)
-    stored = cluster.token(namespace, "candidate")
-    cluster.delete_token(namespace, "candidate")
-    assert stored is not None
+    stored = stored_as(cluster, namespace, manifest)
     oauth2 = manifest["spec"]["provider"]["oauth2"]
     for field, value in oauth2.items():
         assert stored["spec"]["provider"]["oauth2"][field] == value, field
