@@ -277,6 +277,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
 
 def _run(config: OperatorConfig) -> int:
     import prometheus_client
+    import uvloop
 
     from tokensync.handlers import serve  # also registers the kopf handlers
     from tokensync.logs import configure_logging
@@ -292,7 +293,10 @@ def _run(config: OperatorConfig) -> int:
                     f"cannot serve metrics on port {config.metrics_port} (--metrics-port): "
                     f"{os.strerror(error.errno) if error.errno else error}"
                 ) from None
-        asyncio.run(serve(config))
+        # uvloop, as kopf's own CLI picks when it is installed: the operator's CPU is
+        # mostly the event loop and its transports (docs/decisions/0012).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(config))
     except StartupError as error:
         # One line and a non-zero exit: the pod crash-loops with the reason in its log.
         print(f"tokensync: error: {error}", file=sys.stderr)

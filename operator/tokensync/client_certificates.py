@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
-import httpx
+import aiohttp
 
 # Connection pools kept for client certificates at once.
 MAX_POOLS = 64
@@ -116,19 +116,19 @@ def _context_for(certificate: ClientCertificate, ca_file: str | None) -> ssl.SSL
 class CertificatePools:
     def __init__(
         self,
-        new_client: Callable[[ssl.SSLContext], httpx.AsyncClient],
+        new_client: Callable[[ssl.SSLContext], aiohttp.ClientSession],
         ca_file: str | None,
         bound: int = MAX_POOLS,
     ) -> None:
         self._new_client = new_client
         self._ca_file = ca_file
         self._bound = bound
-        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._clients: OrderedDict[str, aiohttp.ClientSession] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._clients)
 
-    async def client_for(self, certificate: ClientCertificate) -> httpx.AsyncClient:
+    async def client_for(self, certificate: ClientCertificate) -> aiohttp.ClientSession:
         key = certificate.fingerprint
         client = self._clients.get(key)
         if client is not None:
@@ -141,10 +141,10 @@ class CertificatePools:
         self._clients.move_to_end(key)
         while len(self._clients) > self._bound:
             _, oldest = self._clients.popitem(last=False)
-            await oldest.aclose()
+            await oldest.close()
         return client
 
     async def close(self) -> None:
         for client in self._clients.values():
-            await client.aclose()
+            await client.close()
         self._clients.clear()

@@ -15,16 +15,18 @@ import json
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import aiohttp.abc
 import httpx
 from aiohttp.abc import ResolveResult
-from httpx_aiohttp import AiohttpTransport
+from aiohttp.client_reqrep import ClientRequest, ConnectionKey
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from tokensync import connection_errors, metrics
 from tokensync.client_certificates import CertificateNotLoaded, CertificatePools, ClientCertificate
@@ -109,6 +111,11 @@ class EndpointPolicy:
             )
 
     def check(self, url: str, *, official: bool) -> None:
+        self.checked(url, official=official)
+
+    def checked(self, url: str, *, official: bool) -> httpx.URL:
+        """The URL, parsed once for the check and the request alike (httpx's parser: what
+        it refuses, and how it names hosts, is what the allowlist was written against)."""
         try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL as error:
@@ -121,14 +128,57 @@ class EndpointPolicy:
                 "plain http endpoints are refused: the operator runs without --allow-insecure-http"
             )
         if official:
-            return
+            return parsed
         host = parsed.host.lower()
         port = parsed.port or _DEFAULT_PORTS[scheme]
         if host in self.allowed_hosts or f"{host}:{port}" in self.allowed_hosts:
-            return
+            return parsed
         raise EndpointRefused(
             f"endpoint host {host}:{port} is not in the operator's --allowed-hosts"
         )
+
+
+class _Headers(Mapping[str, str]):
+    """A response's headers as callers have always read them: names in lower case and
+    looked up in any case, a repeated header's values joined with ", ", all decoded as
+    ASCII, else UTF-8, else ISO-8859-1 (httpx's rules, kept when httpx went)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
+        encoding = _header_encoding(raw)
+        values: dict[str, str] = {}
+        for raw_name, raw_value in raw:
+            name, value = raw_name.decode(encoding).lower(), raw_value.decode(encoding)
+            values[name] = f"{values[name]}, {value}" if name in values else value
+        self._values = values
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self._values[name.lower()]
+        except KeyError:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._values!r})"
+
+
+def _header_encoding(raw: Sequence[tuple[bytes, bytes]]) -> str:
+    if all(name.isascii() and value.isascii() for name, value in raw):
+        return "ascii"
+    try:
+        for name, value in raw:
+            name.decode("utf-8")
+            value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "iso-8859-1"
+    return "utf-8"
 
 
 @dataclass(frozen=True)
@@ -175,32 +225,42 @@ class _Stage:
         self.failure = failure
 
 
-# The request in progress in this task: aiohttp's trace callbacks run in the task that
-# sends, and the shared session gives them no per-request handle httpx could fill.
+# The request in progress in this task: the connector runs in the task that sends, and
+# the shared session gives it no per-request handle to fill.
 _STAGE: contextvars.ContextVar[_Stage | None] = contextvars.ContextVar("stage", default=None)
 
 
-def _progress_tracing(max_connections: int) -> aiohttp.TraceConfig:
-    queued = f"no free connection in time (all {max_connections} provider connections busy)"
+class _MarkingConnector(aiohttp.TCPConnector):
+    """Marks the request in progress (``_STAGE``) as it waits for a free connection, makes
+    one and has one: no TraceConfig, whose signals aiohttp sends for every request."""
 
-    def on(
-        failure: str,
-    ) -> Callable[[aiohttp.ClientSession, SimpleNamespace, Any], Awaitable[None]]:
-        async def mark(
-            _session: aiohttp.ClientSession, _context: SimpleNamespace, _params: Any
-        ) -> None:
-            stage = _STAGE.get()
-            if stage is not None:
-                stage.reached(failure)
+    def __init__(self, *, max_connections: int, **options: Any) -> None:
+        super().__init__(limit=max_connections, **options)
+        self._queued = (
+            f"no free connection in time (all {max_connections} provider connections busy)"
+        )
 
-        return mark
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        stage = _STAGE.get()
+        if stage is not None:
+            stage.reached(connection_errors.READ_TIMED_OUT)
+        return connection
 
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_queued_start.append(on(queued))
-    trace.on_connection_queued_end.append(on(connection_errors.CONNECT_TIMED_OUT))
-    trace.on_connection_create_end.append(on(connection_errors.READ_TIMED_OUT))
-    trace.on_connection_reuseconn.append(on(connection_errors.READ_TIMED_OUT))
-    return trace
+    # aiohttp's own (private) wait for a free connection, only when all are taken: the
+    # pool-is-full tests in tests/unit/test_endpoints.py fail if it is ever renamed.
+    async def _wait_for_available_connection(self, key: ConnectionKey, traces: list[Trace]) -> None:
+        stage = _STAGE.get()
+        if stage is not None:
+            stage.reached(self._queued)
+        await super()._wait_for_available_connection(key, traces)
+        if stage is not None:
+            stage.reached(connection_errors.CONNECT_TIMED_OUT)
 
 
 _UNSENDABLE = "a header value holds characters HTTP does not allow (non-ASCII or control)"
@@ -209,6 +269,55 @@ _UNSENDABLE = "a header value holds characters HTTP does not allow (non-ASCII or
 def _header_safe(value: str) -> bool:
     """Printable ASCII, space and tab only: no line break can forge another header."""
     return all(char == "\t" or " " <= char <= "~" for char in value)
+
+
+# What every request says besides its own headers (httpx's defaults, as sent before).
+_DEFAULT_HEADERS = (
+    ("accept", "*/*"),
+    ("accept-encoding", "gzip, deflate"),
+    ("connection", "keep-alive"),
+    ("user-agent", "tokensync"),
+)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_LENGTH_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+def _body(
+    data: Mapping[str, str] | None, json_body: Any
+) -> tuple[bytes | None, tuple[tuple[str, str], ...]]:
+    """The request body and its headers: a form, else JSON (compact, UTF-8), else none."""
+    if data:
+        body = urlencode(data, doseq=True).encode()
+        content_type = "application/x-www-form-urlencoded"
+    elif json_body is not None:
+        body = json.dumps(
+            json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
+        content_type = "application/json"
+    else:
+        return None, ()
+    return body, (("content-length", str(len(body))), ("content-type", content_type))
+
+
+def _headers(
+    netloc: str,
+    method: str,
+    given: Mapping[str, str] | None,
+    body: bytes | None,
+    body_headers: tuple[tuple[str, str], ...],
+) -> list[tuple[str, str]]:
+    """Every header, in the order and case httpx sent them: the caller's replace defaults."""
+    own = [(name.lower(), value) for name, value in given.items()] if given else []
+    if not all(name.isascii() for name, _ in own):
+        raise UnsendableRequest(_UNSENDABLE)
+    names = {name for name, _ in own}
+    headers = [] if "host" in names else [("host", netloc)]
+    if body is None and method in _BODY_METHODS and not _LENGTH_HEADERS & names:
+        headers.append(("content-length", "0"))
+    headers += [header for header in _DEFAULT_HEADERS if header[0] not in names]
+    headers += own
+    headers += [header for header in body_headers if header[0] not in names]
+    return headers
 
 
 class HttpClient:
@@ -231,6 +340,14 @@ class HttpClient:
         # enough for Linux's SYN retransmits at 1 s and 3 s, and it leaves the provider at
         # least the other half to answer.
         self.connect_timeout_s = timeout_s / 2
+        # Read and pool bounds equal to the deadline: it fires first, and _Stage says
+        # which wait it cut short.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeout_s,
+            sock_connect=self.connect_timeout_s,
+            sock_read=timeout_s,
+        )
         self.max_response_bytes = max_response_bytes
         # A host that stops answering in time must not take every worker (and pooled
         # connection) with it, starving the renewals of every other provider: once one
@@ -240,38 +357,36 @@ class HttpClient:
         self._waiting: Counter[str] = Counter()
         self._stalled: set[str] = set()
         self._max_connections = max_connections
-        context = ssl.create_default_context()
+        self._context = ssl.create_default_context()
         if ca_file:
-            context.load_verify_locations(cafile=ca_file)
-        self._client = self._new_client(context)
+            self._context.load_verify_locations(cafile=ca_file)
+        # Made on first use: a session belongs to the event loop it is made in.
+        self._client: aiohttp.ClientSession | None = None
         # Mutual TLS (RFC 8705): a context and pool per client certificate in use.
         self._certificates = CertificatePools(self._new_client, ca_file)
 
-    def _new_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
-        policy, max_connections = self.policy, self._max_connections
-
-        def session() -> aiohttp.ClientSession:
-            connector = aiohttp.TCPConnector(
-                ssl=context, limit=max_connections, resolver=GuardedResolver(policy)
-            )
-            return aiohttp.ClientSession(
-                connector=connector, trace_configs=[_progress_tracing(max_connections)]
-            )
-
-        return httpx.AsyncClient(
-            # httpx's API, aiohttp's wire: httpcore's own pool cost 5x more CPU per request
-            # (docs/decisions/0004-scale.md).
-            transport=AiohttpTransport(verify=context, trust_env=False, client=session),
-            # Read and pool bounds equal to the deadline: it fires first, and _Stage says
-            # which wait it cut short.
-            timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s),
-            follow_redirects=False,
-            headers={"User-Agent": "tokensync"},
+    def _new_client(self, context: ssl.SSLContext) -> aiohttp.ClientSession:
+        # aiohttp straight, no httpx on top: httpx's request building, cookies and
+        # transport glue cost as much CPU as the request itself (bench/results/
+        # profile-before-19.md); httpcore's own pool cost 5x more (docs/decisions/0004).
+        connector = _MarkingConnector(
+            max_connections=self._max_connections,
+            ssl=context,
+            resolver=GuardedResolver(self.policy),
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            # Cookies a provider sets go back to it, as they did through httpx's jar,
+            # also when it is called by IP address.
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
             trust_env=False,
         )
 
-    async def _client_for(self, certificate: ClientCertificate | None) -> httpx.AsyncClient:
+    async def _client_for(self, certificate: ClientCertificate | None) -> aiohttp.ClientSession:
         if certificate is None:
+            if self._client is None:
+                self._client = self._new_client(self._context)
             return self._client
         try:
             return await self._certificates.client_for(certificate)
@@ -279,17 +394,17 @@ class HttpClient:
             raise UnsendableRequest(str(error)) from None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.close()
         await self._certificates.close()
 
-    async def _check_addresses(self, url: str, deadline: float) -> None:
+    async def _check_addresses(self, url: httpx.URL, deadline: float) -> None:
         """Refuse private, loopback and link-local targets before anything is sent."""
-        parsed = httpx.URL(url)
-        host = parsed.host
+        host = url.host
         if _ip(host) is not None:
             self.policy.refuse_address(host, host)
             return
-        port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 443)
+        port = url.port or _DEFAULT_PORTS.get(url.scheme, 443)
         try:
             # Within the request's deadline: a resolver that never answers would otherwise
             # hold the worker for glibc's own retries (5 s per try and server).
@@ -319,21 +434,23 @@ class HttpClient:
         json_body: Any = None,
         client_certificate: ClientCertificate | None = None,
     ) -> HttpResponse:
-        self.policy.check(url, official=official)
+        parsed = self.policy.checked(url, official=official)
         # One deadline for everything from here: resolving, connecting, the whole answer.
         deadline = asyncio.get_running_loop().time() + self.timeout_s
-        await self._check_addresses(url, deadline)
+        await self._check_addresses(parsed, deadline)
         if headers and not all(_header_safe(value) for value in headers.values()):
             raise UnsendableRequest(_UNSENDABLE)
         client = await self._client_for(client_certificate)
         try:
-            request = client.build_request(
-                method, url, headers=headers, params=params, data=data, json=json_body
-            )
+            if params is not None:
+                # The query is replaced, not added to (httpx 0.28's rule).
+                parsed = httpx.URL(parsed, params=params)
+            body, body_headers = _body(data, json_body)
+            host = parsed.netloc.decode()
+            wire = _headers(host, method, headers, body, body_headers)
         except (UnicodeEncodeError, ValueError):
             # Never the error's text: it quotes the offending value, a credential.
             raise UnsendableRequest(_UNSENDABLE) from None
-        host = request.url.netloc.decode()
         if host in self._stalled and self._waiting[host] >= self.max_waiting_on_stalled:
             metrics.provider_request(None)
             raise TransportFailure(connection_errors.STILL_WAITING)
@@ -342,49 +459,58 @@ class HttpClient:
         whole = asyncio.timeout_at(deadline)
         self._waiting[host] += 1
         try:
-            # httpx's timeout bounds the connect and each read; this bounds the whole
+            # aiohttp's timeouts bound the connect and each read; this bounds the whole
             # answer, so a provider that trickles its body a byte at a time cannot hold a
             # worker for ever.
             async with whole:
-                response, body = await self._send(client, request, stage)
-        except (httpx.TimeoutException, TimeoutError) as error:
-            # The aiohttp transport reports every connection failure as a connect timeout;
-            # what really happened is its cause. Our own deadline: the wait it cut short.
+                response = await self._send(client, method, parsed, wire, body, stage)
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            # Our own deadline: the wait it cut short. Else what aiohttp says happened.
             metrics.provider_request(None)
             if whole.expired():
                 self._stalled.add(host)
                 raise TransportFailure(stage.failure) from None
-            raise TransportFailure(connection_errors.describe(error.__cause__)) from None
+            cause = error if isinstance(error, aiohttp.ClientError) else error.__cause__
+            raise TransportFailure(connection_errors.describe(cause)) from None
         except TransportFailure:
             metrics.provider_request(None)
             raise
         except Exception as error:
-            # httpx errors, and aiohttp errors the transport does not map (a malformed
-            # answer, an oversized header): their text may quote the URL with its query
-            # string, which carries Microshare's password. The kind only, never the text.
+            # aiohttp's other errors (a malformed answer, an oversized header): their text
+            # may quote the URL with its query string, which carries Microshare's
+            # password. The kind only, never the text.
             metrics.provider_request(None)
-            cause = (error.__cause__ or error) if isinstance(error, httpx.TransportError) else error
-            raise TransportFailure(connection_errors.describe(cause)) from None
+            raise TransportFailure(connection_errors.describe(error)) from None
         finally:
             _STAGE.reset(reset)
             self._waiting[host] -= 1
             if not self._waiting[host]:
                 del self._waiting[host]
         self._stalled.discard(host)
-        metrics.provider_request(response.status_code)
-        return HttpResponse(status=response.status_code, headers=response.headers, body=body)
+        metrics.provider_request(response.status)
+        return response
 
     async def _send(
-        self, client: httpx.AsyncClient, request: httpx.Request, stage: _Stage
-    ) -> tuple[httpx.Response, bytes]:
-        response = await client.send(request, stream=True)
-        stage.reached(connection_errors.BODY_TIMED_OUT)
-        try:
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body.extend(chunk)
-                if len(body) > self.max_response_bytes:
+        self,
+        client: aiohttp.ClientSession,
+        method: str,
+        url: httpx.URL,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        stage: _Stage,
+    ) -> HttpResponse:
+        if url.userinfo:
+            # Credentials in the URL were never sent: httpx made them an Authorization
+            # header, which aiohttp refuses next to the URL's own (a ValueError). Still
+            # refused alike, not sent in a header no redaction knows of.
+            raise ValueError("credentials in the URL")
+        async with client.request(
+            method, str(url), headers=headers, data=body, allow_redirects=False
+        ) as response:
+            stage.reached(connection_errors.BODY_TIMED_OUT)
+            received = bytearray()
+            while chunk := await response.content.readany():
+                received += chunk
+                if len(received) > self.max_response_bytes:
                     raise TransportFailure(f"response larger than {self.max_response_bytes} bytes")
-        finally:
-            await response.aclose()
-        return response, bytes(body)
+            return HttpResponse(response.status, _Headers(response.raw_headers), bytes(received))

@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from providers.conftest import HttpFactory, mint_request
@@ -242,10 +243,9 @@ async def test_a_request_waiting_while_the_pool_is_full_says_so(http_for: HttpFa
         host = f"127.0.0.1:{port}"
         http = http_for(host, timeout_s=0.5, max_connections=1)
         # The only connection, held by a request this client's deadline does not bound.
+        session = await http._client_for(None)
         holder = asyncio.create_task(
-            http._client.send(
-                http._client.build_request("GET", f"http://{host}/", timeout=30), stream=True
-            )
+            session.get(f"http://{host}/", timeout=aiohttp.ClientTimeout(total=30))
         )
         await held.wait()
         message = await mint(lambda *_: http, f"http://{host}/token", host)

@@ -31,7 +31,7 @@ class Client:
         self.context = context
         self.closed = False
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         self.closed = True
 
 

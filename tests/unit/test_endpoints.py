@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -207,3 +210,67 @@ async def test_a_stalled_host_holds_at_most_a_quarter_of_the_connections() -> No
     finally:
         await http.close()
         await runner.cleanup()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def loopback(handler: Handler, **options: Any) -> AsyncIterator[tuple[str, HttpClient]]:
+    """A server on loopback, and an HttpClient that may call it over plain http."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    policy = EndpointPolicy(allowed_hosts=normalise_hosts([host]), allow_insecure_http=True)
+    http = HttpClient(policy, **options)
+    try:
+        yield f"http://{host}", http
+    finally:
+        await http.close()
+        server.close()
+
+
+async def test_a_request_waiting_for_a_free_connection_says_so() -> None:
+    """The operator's own connection limit, told apart from a slow provider: the stage
+    the deadline cut short is the wait for a connection, not the answer."""
+    held = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.set()
+        await stop.wait()
+        writer.close()
+
+    async with loopback(silent, timeout_s=0.5, max_connections=1) as (base, http):
+        session = await http._client_for(None)
+        # The only connection, held by a request this client's deadline does not bound.
+        holder = asyncio.create_task(
+            session.get(f"{base}/", timeout=aiohttp.ClientTimeout(total=30))
+        )
+        try:
+            await held.wait()
+            with pytest.raises(TransportFailure) as failure:
+                await http.request("POST", f"{base}/token", official=False)
+        finally:
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holder
+            stop.set()
+    assert str(failure.value) == "no free connection in time (all 1 provider connections busy)"
+
+
+async def test_answer_headers_are_read_in_any_case_a_repeated_one_joined() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nX-Seen: a\r\nX-Seen: b\r\n"
+            b"Content-Length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        writer.close()
+
+    async with loopback(answer) as (base, http):
+        response = await http.request("POST", f"{base}/t", official=False)
+    assert (response.status, response.body) == (429, b"{}")
+    assert response.headers["retry-after"] == response.headers.get("Retry-After") == "7"
+    assert response.headers["X-SEEN"] == "a, b"
+    assert "content-length" in response.headers and "missing" not in response.headers
