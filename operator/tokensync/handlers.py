@@ -1,8 +1,9 @@
 """kopf glue, and nothing else: running kopf, its settings, watch events to the controller.
 
-kopf only watches here. It keeps no progress in annotations or status (``on.event``
-handlers are stateless) and posts no Events of its own: tokensync posts the few that
-mean something.
+kopf only watches ProviderTokens here. It keeps no progress in annotations or status
+(``on.event`` handlers are stateless) and posts no Events of its own: tokensync posts
+the few that mean something. The labelled Secrets are watched by ``secret_watch``, not
+kopf: its per-event work cost more than everything the Secret events were used for.
 """
 
 from __future__ import annotations
@@ -106,9 +107,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.enabled = False
     settings.persistence.finalizer = "tokensync.dev/unused"  # no handler needs one
     settings.persistence.diffbase_storage = NoDiffBase()
-    # Server-side selection: only Secrets tokensync writes or was pointed at are listed
-    # and watched, never every Secret in the cluster.
-    settings.watching.label_selectors["secrets"] = names.SECRET_WATCH_SELECTOR
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # Every replica watches (standalone kopf); tokensync's own Lease decides who writes.
@@ -119,9 +117,3 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def provider_token_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     runtime.controller.observe_token(event.get("type"), event["object"])
-
-
-@kopf.on.event("", "v1", "secrets")
-async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    runtime: Runtime = memo.runtime
-    runtime.controller.observe_secret(event.get("type"), event["object"])

@@ -1,7 +1,8 @@
 """A small async Kubernetes client for the operator's own reads and writes.
 
-kopf watches; this writes Secrets, status and Events. It speaks JSON over aiohttp (kopf's
-own HTTP stack) and never blocks the event loop. The ``kubernetes`` client is synchronous;
+kopf watches ProviderTokens; this writes Secrets, status and Events, and lists and
+watches the labelled Secrets (``secret_watch``). It speaks JSON over aiohttp (kopf's own
+HTTP stack) and never blocks the event loop. The ``kubernetes`` client is synchronous;
 it is used here only to load the kubeconfig or in-cluster configuration, including token
 refresh through its ``refresh_api_key_hook``. Why aiohttp and not httpx here: the
 benchmark (docs/decisions/0004-scale.md).
@@ -13,8 +14,8 @@ import json
 import os
 import ssl
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import aiohttp
@@ -45,6 +46,42 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     """409: AlreadyExists on create, or a resourceVersion conflict."""
+
+
+def _api_error(status_code: int, body: bytes) -> ApiError:
+    try:
+        status = json.loads(body)
+        reason, message = str(status.get("reason", "")), str(status.get("message", ""))
+    except (ValueError, AttributeError):
+        # Not a Kubernetes Status: not quoted (whatever answered may echo headers).
+        reason, message = "", f"a non-JSON answer of {len(body)} bytes"
+    error_type = {404: NotFound, 409: Conflict}.get(status_code, ApiError)
+    return error_type(status_code, reason, message)
+
+
+class SecretList(NamedTuple):
+    items: list[dict[str, Any]]
+    # The list's own resourceVersion: where a watch goes on from without missing a change.
+    resource_version: str
+
+
+async def _lines(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytearray, None]:
+    """A watch stream's lines (one JSON event each), whatever their length.
+
+    aiohttp's own line iteration refuses a line over 128 KiB, and one Secret may hold
+    1 MiB (kopf splits its watch streams itself for the same reason).
+    """
+    pending = bytearray()
+    async for chunk in chunks:
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            if end > start:
+                yield pending[start:end]
+            start = end + 1
+        del pending[:start]
+    if pending.strip():
+        yield pending
 
 
 def load_configuration() -> Configuration:
@@ -89,6 +126,7 @@ class KubeApi:
         self._base = configuration.host.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
         self._auth: dict[str, str] = {}
         self._auth_fresh_until = 0.0
 
@@ -106,9 +144,21 @@ class KubeApi:
             )
         return self._session
 
+    def _watch_client(self) -> aiohttp.ClientSession:
+        # A watch holds its connection for minutes: on a connector of their own, the
+        # watches (one per namespace with --namespace) never take a slot a write needs.
+        if self._watch_session is None:
+            self._watch_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
+                headers={"User-Agent": "tokensync", "Accept": "application/json"},
+            )
+        return self._watch_session
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._watch_session is not None:
+            await self._watch_session.close()
 
     def _auth_headers(self) -> dict[str, str]:
         # The refresh hook picks up rotated service-account tokens, but from a kubeconfig
@@ -158,14 +208,7 @@ class KubeApi:
         except (aiohttp.ClientError, TimeoutError) as error:
             raise ApiError(0, "Unreachable", connection_errors.describe(error)) from None
         if status_code >= 400:
-            try:
-                status = json.loads(body)
-                reason, message = str(status.get("reason", "")), str(status.get("message", ""))
-            except ValueError:
-                # Not a Kubernetes Status: not quoted (whatever answered may echo headers).
-                reason, message = "", f"a non-JSON answer of {len(body)} bytes"
-            error_type = {404: NotFound, 409: Conflict}.get(status_code, ApiError)
-            raise error_type(status_code, reason, message)
+            raise _api_error(status_code, body)
         try:
             return json.loads(body) if body else None
         except ValueError:
@@ -201,11 +244,60 @@ class KubeApi:
             return None
         return secret
 
-    async def list_secrets(self, label_selector: str, namespace: str | None = None) -> list[Any]:
-        path = self._secret_path(namespace) if namespace else "/api/v1/secrets"
-        listing = await self._request("GET", path, params={"labelSelector": label_selector})
-        items: list[Any] = listing.get("items", [])
-        return items
+    @classmethod
+    def _secrets_path(cls, namespace: str | None) -> str:
+        return cls._secret_path(namespace) if namespace else "/api/v1/secrets"
+
+    async def list_secrets(self, label_selector: str, namespace: str | None = None) -> SecretList:
+        """The selected Secrets of one namespace, or of all (``None``)."""
+        listing = await self._request(
+            "GET", self._secrets_path(namespace), params={"labelSelector": label_selector}
+        )
+        return SecretList(
+            listing.get("items") or [],
+            str((listing.get("metadata") or {}).get("resourceVersion", "")),
+        )
+
+    async def watch_secrets(
+        self,
+        label_selector: str,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        timeout_s: int,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """One watch request: its events (``{"type", "object"}``) as they come, until the
+        API server ends it after ``timeout_s``. Raises ``ApiError`` (status 0 when there
+        was no answer, or it broke off); close it with ``contextlib.aclosing``."""
+        params = {
+            "watch": "true",
+            "labelSelector": label_selector,
+            "resourceVersion": resource_version,
+            # Bookmarks move the resourceVersion on while nothing selected changes, so a
+            # reconnect after a quiet spell resumes instead of getting 410 and relisting.
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_s),
+        }
+        # The server ends the watch; the client's own limit only catches a connection
+        # that went silent (kopf's client_timeout, 30 s past its server_timeout).
+        timeout = aiohttp.ClientTimeout(total=timeout_s + 30, sock_connect=self._timeout.total)
+        try:
+            async with self._watch_client().get(
+                self._base + self._secrets_path(namespace),
+                params=params,
+                headers=self._auth_headers(),
+                timeout=timeout,
+            ) as response:
+                if response.status >= 400:
+                    raise _api_error(response.status, await response.read())
+                async for line in _lines(response.content.iter_any()):
+                    event: dict[str, Any] = json.loads(line)
+                    yield event
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ApiError(0, "Unreachable", connection_errors.describe(error)) from None
+        except ValueError:
+            # A line cut off or not JSON: not quoted (it may be part of a Secret).
+            raise ApiError(0, "NotJSON", "a watch event is not JSON") from None
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         created: dict[str, Any] = await self._request(

@@ -1,5 +1,5 @@
-"""Assembles the running operator: clients, the digest key, the caches, the reconciler,
-the controller, and the one clock they all read."""
+"""Assembles the running operator: clients, the digest key, the caches, the Secret
+watch, the reconciler, the controller, and the one clock they all read."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from kubernetes.client import Configuration
 
-from tokensync import names
 from tokensync.clock import system_clock
 from tokensync.config import OperatorConfig
 from tokensync.controller import Controller
@@ -28,6 +27,7 @@ from tokensync.providers.registry import PROVIDERS
 from tokensync.reconcile import Reconciler
 from tokensync.rollouts import RolloutSweeper
 from tokensync.secret_cache import SecretCache
+from tokensync.secret_watch import SecretWatch
 from tokensync.secret_writes import SecretWrites
 from tokensync.token_cache import TokenCache
 
@@ -75,20 +75,6 @@ async def load_digest_key(kube: KubeApi, namespace: str, name: str) -> DigestKey
     return DigestKey(base64.b64decode(encoded))
 
 
-async def preload_secrets(kube: KubeApi, cache: SecretCache, config: OperatorConfig) -> None:
-    """Fill the cache before the first ProviderToken is looked at.
-
-    After a restart, a ProviderToken event may arrive before the Secret watch has shown
-    its target; without this one labelled LIST the operator would think the Secret gone
-    and mint a token it does not need.
-    """
-    scopes: tuple[str | None, ...] = config.namespaces or (None,)
-    for namespace in scopes:
-        for secret in await kube.list_secrets(names.SECRET_WATCH_SELECTOR, namespace):
-            cache.observe(None, secret)
-    logger.info("cached %d labelled Secrets before watching", len(cache))
-
-
 @dataclass
 class Runtime:
     kube: KubeApi
@@ -96,6 +82,8 @@ class Runtime:
     controller: Controller
     events: EventRecorder
     health: Health
+    # Every replica watches, leader or standby (0005): a standby's cache stays warm.
+    secret_watch: SecretWatch
     elector: LeaderElector | None = None
     # --rollouts only: without the flag nothing here ever calls a workload API.
     rollouts: RolloutSweeper | None = None
@@ -111,7 +99,8 @@ class Runtime:
                 kube, config.operator_namespace, config.digest_key_secret
             )
             secrets = SecretCache(kube)
-            await preload_secrets(kube, secrets, config)
+            secret_watch = SecretWatch(kube, secrets, namespaces=config.namespaces)
+            await secret_watch.prime()
         except BaseException:
             # Closed here, or the exit prints "Unclosed client session" after the one line.
             await http.close()
@@ -153,7 +142,12 @@ class Runtime:
         )
 
         def alive() -> bool:
-            return controller.queue.running() and (rollouts is None or rollouts.running())
+            # A dead Secret watch would leave drift unseen for ever: restart the process.
+            return (
+                controller.queue.running()
+                and secret_watch.running()
+                and (rollouts is None or rollouts.running())
+            )
 
         health = Health(kube.reachable, alive=alive)
         runtime = cls(
@@ -162,6 +156,7 @@ class Runtime:
             controller=controller,
             events=events,
             health=health,
+            secret_watch=secret_watch,
             rollouts=rollouts,
         )
         if config.leader_election:
@@ -195,6 +190,8 @@ class Runtime:
                 self.rollouts.pause()
             self.health.leading = False
         self.controller.start()
+        # From the resourceVersions of the LISTs in ``create``: nothing in between is missed.
+        self.secret_watch.start(self.controller.observe_secret)
         if self.rollouts is not None:
             self.rollouts.start()
         await self.health.start(health_port)
@@ -207,6 +204,7 @@ class Runtime:
         if self.elector is not None:
             await self.elector.stop()
         await self.health.stop()
+        await self.secret_watch.stop()
         await self.controller.stop()
         if self.rollouts is not None:
             await self.rollouts.stop()

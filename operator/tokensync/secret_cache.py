@@ -44,6 +44,11 @@ class SecretCache:
     def forget(self, namespace: str, name: str) -> None:
         self._items.pop((namespace, name), None)
 
+    def keys(self, namespace: str | None = None) -> list[Key]:
+        """The Secrets held, of one namespace or of all: what a relist compares with, to
+        find those deleted while the watch was away."""
+        return [key for key in self._items if namespace is None or key[0] == namespace]
+
     async def labelled(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         # Every Secret tokensync writes (target, provider state) carries the role label,
         # so the watch holds it. One that exists unlabelled is found by the 409 on create.

@@ -166,6 +166,17 @@ def test_api_server_stopped_for_30s_during_renewals(
         f"{recovered_in:.1f} s after it was ready; {verdict.samples} samples, "
         f"{verdict.unanswered} unanswered, 0 expired"
     )
+    # The Secret watch came back too (a restarted API server has a new watch cache: the
+    # old resourceVersion is gone, 410, and the watch lists again): drift is still seen.
+    target = f"{names[0]}-token"
+    held = fault_cluster.secret_value(namespace, target)
+    fault_cluster.core.delete_namespaced_secret(target, namespace)
+    wait_for(
+        lambda: fault_cluster.secret_value(namespace, target) == held,
+        timeout_s=15,
+        what="the deleted Secret restored after the API server came back",
+    )
+    assert "Secret watch cluster-wide listed again" in fault_operator.logs()
     assert_no_unexpected_errors(fault_operator)
 
 
