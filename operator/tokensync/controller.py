@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 # When reconciling raised something unexpected, look again this soon.
 _ERROR_RETRY = timedelta(seconds=5)
+# Status writes waiting behind Secret writes are written by this many tasks; the priority
+# gate lets 16 requests in flight, so more would only wait there (docs/decisions/0012).
+_STATUS_WRITERS = 32
 
 
 class Controller:
@@ -45,7 +48,9 @@ class Controller:
         self._clock = clock
         self._referrers: dict[Key, set[Key]] = defaultdict(set)
         self._references: dict[Key, tuple[Key, ...]] = {}
-        self.queue: WorkQueue[Key] = WorkQueue(self._process, workers=workers, clock=clock)
+        self.queue: WorkQueue[Key] = WorkQueue(
+            self._process, workers=workers, clock=clock, finishers=_STATUS_WRITERS
+        )
         metrics.QUEUE_DEPTH.set_function(lambda: len(self.queue))
 
     def start(self) -> None:

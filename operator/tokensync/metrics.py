@@ -9,33 +9,73 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime
+from typing import NamedTuple
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 TOKEN_LABELS = ("namespace", "name", "provider")
 
-EXPIRATION = Gauge(
-    "tokensync_token_expiration_timestamp_seconds",
-    "When the token in the target Secret expires (Unix time); absent for tokens that never do.",
-    TOKEN_LABELS,
+# The per-token gauges: (name, help, field of _TokenSeries). Absent when the field is None.
+_TOKEN_GAUGES = (
+    (
+        "tokensync_token_expiration_timestamp_seconds",
+        "When the token in the target Secret expires (Unix time); absent for tokens that never do.",
+        "expires_at",
+    ),
+    (
+        "tokensync_token_renewal_timestamp_seconds",
+        "When the next mint is due (Unix time): the renewal, or the next retry after a failure.",
+        "renewal_at",
+    ),
+    (
+        "tokensync_token_last_mint_timestamp_seconds",
+        "When the token now in the target Secret was minted (Unix time).",
+        "minted_at",
+    ),
+    (
+        "tokensync_token_ready",
+        "1 when the ProviderToken's Ready condition is True, else 0.",
+        "ready",
+    ),
 )
-RENEWAL = Gauge(
-    "tokensync_token_renewal_timestamp_seconds",
-    "When the next mint is due (Unix time): the renewal, or the next retry after a failure.",
-    TOKEN_LABELS,
-)
-LAST_MINT = Gauge(
-    "tokensync_token_last_mint_timestamp_seconds",
-    "When the token now in the target Secret was minted (Unix time).",
-    TOKEN_LABELS,
-)
-READY = Gauge(
-    "tokensync_token_ready",
-    "1 when the ProviderToken's Ready condition is True, else 0.",
-    TOKEN_LABELS,
-)
+
+
+class _TokenSeries(NamedTuple):
+    provider: str
+    ready: float
+    expires_at: float | None
+    renewal_at: float | None
+    minted_at: float | None
+
+
+class _TokenGauges(Collector):
+    """The per-token gauges, built at scrape time from one small tuple per token.
+
+    Labelled prometheus_client Gauges cost four child objects, each with its own lock,
+    per ProviderToken (about 5 KiB of the operator's memory per token) and a label lookup
+    on every status change; a scrape reads this instead (docs/decisions/0012)."""
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[str, str], _TokenSeries] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        # The scrape runs on prometheus_client's thread: a copy is taken under the GIL.
+        held = list(self.series.items())
+        for name, documentation, field in _TOKEN_GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=TOKEN_LABELS)
+            for (namespace, token), series in held:
+                value = getattr(series, field)
+                if value is not None:
+                    family.add_metric((namespace, token, series.provider), value)
+            yield family
+
+
+_TOKENS = _TokenGauges()
+REGISTRY.register(_TOKENS)
 MINTS = Counter(
     "tokensync_mint",
     "Mint attempts by provider, result (success or failure) and reason.",
@@ -66,7 +106,6 @@ QUEUE_DEPTH = Gauge(
 )
 
 _provider: contextvars.ContextVar[str] = contextvars.ContextVar("provider", default="unknown")
-_labels_of: dict[tuple[str, str], str] = {}
 
 
 @contextmanager
@@ -95,28 +134,19 @@ def token_state(
     minted_at: datetime | None = None,
 ) -> None:
     """The per-token gauges, equal to what the status says."""
-    previous = _labels_of.get((namespace, name))
-    if previous is not None and previous != provider:
-        forget_token(namespace, name)
-    _labels_of[(namespace, name)] = provider
-    labels = (namespace, name, provider)
-    READY.labels(*labels).set(1 if ready else 0)
-    for gauge, moment in ((EXPIRATION, expires_at), (RENEWAL, renewal_at), (LAST_MINT, minted_at)):
-        if moment is not None:
-            gauge.labels(*labels).set(moment.timestamp())
-        else:
-            _remove(gauge, labels)
+    _TOKENS.series[(namespace, name)] = _TokenSeries(
+        provider,
+        1.0 if ready else 0.0,
+        _timestamp(expires_at),
+        _timestamp(renewal_at),
+        _timestamp(minted_at),
+    )
 
 
 def forget_token(namespace: str, name: str) -> None:
     """A deleted ProviderToken leaves no series behind."""
-    provider = _labels_of.pop((namespace, name), None)
-    if provider is None:
-        return
-    for gauge in (EXPIRATION, RENEWAL, LAST_MINT, READY):
-        _remove(gauge, (namespace, name, provider))
+    _TOKENS.series.pop((namespace, name), None)
 
 
-def _remove(gauge: Gauge, labels: tuple[str, str, str]) -> None:
-    with suppress(KeyError):
-        gauge.remove(*labels)
+def _timestamp(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()

@@ -7,7 +7,10 @@ right after. Thousands of tokens cost one sleeping task, not one task each.
 A handler may hand back a follow-up (an awaitable): the worker is free for the next key
 at once, and the key stays busy until the follow-up is done. tokensync writes a
 token's status that way, so a status write waiting behind other tokens' Secret writes
-does not hold a worker (docs/decisions/0004-scale.md).
+does not hold a worker (docs/decisions/0004-scale.md). Follow-ups wait in a queue for one
+of a bounded pool of finishers, not as a task each: in a burst thousands of status
+writes wait, and a task each (its chain of coroutine frames) left the operator's memory
+fragmented long after (docs/decisions/0012).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import inspect
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
@@ -39,6 +43,7 @@ class WorkQueue(Generic[K]):
         *,
         workers: int,
         clock: Clock,
+        finishers: int = 1,
     ) -> None:
         self._handler = handler
         self._workers = workers
@@ -54,20 +59,25 @@ class WorkQueue(Generic[K]):
         self._active = asyncio.Event()
         self._active.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._follow_ups: set[asyncio.Task[None]] = set()
+        self._finishers = finishers
+        self._follow_ups: asyncio.Queue[tuple[K, Awaitable[None]]] = asyncio.Queue()
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._timer(), name="workqueue-timer"))
         for index in range(self._workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"workqueue-{index}"))
+        for index in range(self._finishers):
+            self._tasks.append(asyncio.create_task(self._finisher(), name=f"finisher-{index}"))
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *self._follow_ups]
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        self._follow_ups.clear()
+        while not self._follow_ups.empty():
+            key, follow_up = self._follow_ups.get_nowait()
+            _discard(follow_up)
+            self._done(key)
 
     def pause(self) -> None:
         """Stop taking keys (a standby replica); timers keep running, keys keep queueing."""
@@ -151,15 +161,15 @@ class WorkQueue(Generic[K]):
             if follow_up is None:
                 self._done(key)
             else:
-                task = asyncio.create_task(self._finish(key, follow_up))
-                self._follow_ups.add(task)
-                task.add_done_callback(self._follow_ups.discard)
+                self._follow_ups.put_nowait((key, follow_up))
 
-    async def _finish(self, key: K, follow_up: Awaitable[None]) -> None:
-        try:
-            await self._guarded(key, follow_up)
-        finally:
-            self._done(key)
+    async def _finisher(self) -> None:
+        while True:
+            key, follow_up = await self._follow_ups.get()
+            try:
+                await self._guarded(key, follow_up)
+            finally:
+                self._done(key)
 
     async def _guarded(self, key: K, step: Awaitable[T]) -> T | None:
         try:
@@ -175,3 +185,11 @@ class WorkQueue(Generic[K]):
         if key in self._rerun:
             self._rerun.discard(key)
             self._make_ready(key)
+
+
+def _discard(follow_up: Awaitable[None]) -> None:
+    """A follow-up never started: close it (a coroutine) or cancel it (a future)."""
+    if inspect.iscoroutine(follow_up):
+        follow_up.close()
+    elif isinstance(follow_up, asyncio.Future):
+        follow_up.cancel()

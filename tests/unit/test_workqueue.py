@@ -174,6 +174,62 @@ async def test_a_failing_follow_up_does_not_leave_its_key_busy() -> None:
     await queue.stop()
 
 
+async def test_follow_ups_wait_for_a_bounded_pool_of_finishers() -> None:
+    """A burst's thousands of waiting status writes are queued, not a task each: no more
+    than ``finishers`` run at once, every one runs, and each key is free after its own."""
+    release = asyncio.Event()
+    started: list[str] = []
+    finished: list[str] = []
+
+    async def follow_up(key: str) -> None:
+        started.append(key)
+        await release.wait()
+        finished.append(key)
+
+    async def handle(key: str) -> object:
+        return follow_up(key)
+
+    queue: WorkQueue[str] = WorkQueue(handle, workers=2, clock=system_clock, finishers=3)
+    queue.start()
+    keys = [f"k{i}" for i in range(10)]
+    for key in keys:
+        queue.enqueue(key)
+    await _until(lambda: len(started) == 3)
+    await asyncio.sleep(0.05)  # the other seven have been handled and wait for a finisher
+    assert len(started) == 3
+    assert all(queue.busy(key) for key in keys)
+    release.set()
+    await _until(lambda: sorted(finished) == sorted(keys))
+    await _until(lambda: not any(queue.busy(key) for key in keys))
+    await queue.stop()
+
+
+async def test_stop_closes_follow_ups_that_never_started() -> None:
+    started: list[str] = []
+    never = asyncio.Event()
+
+    async def follow_up(key: str) -> None:
+        started.append(key)
+        await never.wait()
+
+    coroutines: list[object] = []
+
+    async def handle(key: str) -> object:
+        coroutine = follow_up(key)
+        coroutines.append(coroutine)
+        return coroutine
+
+    queue: WorkQueue[str] = WorkQueue(handle, workers=1, clock=system_clock, finishers=1)
+    queue.start()
+    for key in ("a", "b", "c"):
+        queue.enqueue(key)
+    await _until(lambda: len(coroutines) == 3 and started == ["a"])
+    await queue.stop()
+    # b and c were closed, not left for the garbage collector to warn about, and freed.
+    assert all(c.cr_frame is None for c in coroutines)  # type: ignore[attr-defined]
+    assert not any(queue.busy(key) for key in ("a", "b", "c"))
+
+
 async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
