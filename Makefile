@@ -97,11 +97,16 @@ run: binaries
 fake-oauth2: venv
 	PYTHONPATH=tests $(BIN)/python -m fakes.oauth2_server --port 9400 --client demo:demo-secret
 
-# Scale benchmark (issue: 5,000 tokens). About 15 minutes; results in bench/results/.
-# Smaller: make bench BENCH_ARGS="--sizes 200 --steady 200 --expires-in 60"
+# Scale benchmark (issues 7 and 19). Phases: API write ceiling; the same writes as the
+# bursts by a tight client (1,000, 5,000); idle operator RSS; bursts of 1,000 and 5,000
+# ProviderTokens; 2 renewal rounds of the 5,000; restart; token endpoint down for a
+# token's life + 30 s; external-secrets side by side (1,000 tokens, 12 min); 20,000
+# ProviderTokens and 2 renewal rounds. About 45 minutes; results in bench/results/.
+# Smaller: make bench BENCH_ARGS="--sizes 200 --steady 200 --expires-in 60 --peer 0 --scale 0"
 BENCH_ARGS ?=
 bench: binaries
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python -m tokensync_dev.peers.eso build
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Soak under faults (issue 16): 1,000 tokens, 35 minutes, two replicas under leader

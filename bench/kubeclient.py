@@ -6,7 +6,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +16,30 @@ from tokensync_dev.devcluster.cluster import ControlPlane
 
 # The operator's identity, and an audit policy that records its requests only.
 OPERATOR_USER = "system:serviceaccount:tokensync-system:tokensync"
-AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+
+
+def audit_policy(users: Sequence[str]) -> str:
+    """An audit policy that records the requests of ``users`` only."""
+    return f"""apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
   - level: Metadata
-    users: ["{OPERATOR_USER}"]
+    users: [{", ".join(json.dumps(user) for user in users)}]
   - level: None
 """
 
 
-def audit_args(workdir: Path, max_size_mb: int) -> tuple[list[str], Path]:
-    """kube-apiserver flags that record the operator's requests (AUDIT_POLICY) in
-    ``workdir/audit.log``, and that log's path."""
+AUDIT_POLICY = audit_policy([OPERATOR_USER])
+
+
+def audit_args(
+    workdir: Path, max_size_mb: int, users: Sequence[str] = (OPERATOR_USER,)
+) -> tuple[list[str], Path]:
+    """kube-apiserver flags that record the requests of ``users`` (the operator's:
+    AUDIT_POLICY) in ``workdir/audit.log``, and that log's path."""
     policy = workdir / "audit-policy.yaml"
-    policy.write_text(AUDIT_POLICY)
+    policy.write_text(audit_policy(users))
     log = workdir / "audit.log"
     flags = [
         f"--audit-policy-file={policy}",
@@ -131,13 +140,17 @@ def metrics(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return series
 
 
-def read_audit(path: Path) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
+def iter_audit(path: Path) -> Iterator[dict[str, Any]]:
+    """The audit log's entries one at a time (it grows to hundreds of MiB at 20,000)."""
     if not path.exists():
-        return entries
-    for line in path.read_text().splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return entries
+        return
+    with path.open(errors="replace") as lines:
+        for line in lines:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    return list(iter_audit(path))

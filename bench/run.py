@@ -1,16 +1,22 @@
-"""tokensync at scale on this machine: burst, write ceiling, steady renewal, restart.
+"""tokensync at scale on this machine: write ceilings, bursts, steady renewal, restart,
+an outage of the token endpoint, external-secrets side by side, and 20,000 tokens.
 
 ``make bench`` (``python bench/run.py --help`` for the sizes). Starts the local control
 plane (with an audit log, to see every request the operator makes), a fast token
-endpoint and the operator as separate processes, then measures what issue 7 asks for and
-writes ``bench/results/results.json``, ``results.md`` and ``*.png``.
+endpoint and the operator as separate processes, then measures what issues 7 and 19 ask
+for and writes ``bench/results/results.json``, ``results.md`` and ``*.png``.
+
+Phases, in order: the API server's write ceiling; the same writes as each burst made by
+a tight client (1,000, then 5,000); the operator starts (idle RSS); bursts of 1,000 and
+5,000 ProviderTokens; two renewal rounds of the 5,000; a restart; an outage of the token
+endpoint longer than a token's life; external-secrets and tokensync side by side
+(bench/peer_eso.py); 20,000 ProviderTokens and two renewal rounds of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import platform
@@ -18,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,89 +34,57 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "operator"), str(REPO / "dev"), str(REPO / "bench")]
 
-from kubeclient import OPERATOR_USER, BenchApi, audit_args, metrics, read_audit  # noqa: E402
+import ceilings  # noqa: E402
+import renewals  # noqa: E402
+from kubeclient import OPERATOR_USER, BenchApi, audit_args  # noqa: E402
+from measure import (  # noqa: E402
+    Observer,
+    cpu_seconds,
+    memory_mib,
+    parse_time,
+    percentile,
+    process_cpu,
+    request_counts,
+    request_delta,
+    settle,
+    stable_rss,
+)
 
 from tokensync_dev.devcluster.cluster import ControlPlane, die_with_parent, free_port, start  # noqa: E402
 
-
-def percentile(values: list[float], share: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
-    return ordered[index]
+# bench/keyless_cost.py takes these two from here.
+__all__ = ["parse_time", "percentile"]
 
 
-def process_cpu() -> dict[str, float]:
-    """CPU seconds so far of each process on the machine, summed by command name."""
-    usage: dict[str, float] = defaultdict(float)
-    ticks = os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        name = Path(cmdline[0].decode(errors="replace")).name if cmdline[0] else "?"
-        if name.startswith("python") and len(cmdline) > 1:
-            script = b" ".join(cmdline[1:4]).decode(errors="replace")
-            name = (
-                "operator"
-                if "tokensync run" in script
-                else (
-                    "token-endpoint"
-                    if "fake_endpoint" in script
-                    else "bench"
-                    if "run.py" in script
-                    else name
-                )
-            )
-        usage[name] += (int(fields[11]) + int(fields[12])) / ticks
-    return usage
+def renew_wait(lifetime: float) -> float:
+    """Roughly when the operator renews a token of ``lifetime`` after its mint (a third
+    left, at least min(90 s, half)): for the duration estimate only."""
+    return lifetime - max(lifetime / 3, min(90, lifetime / 2))
 
 
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+def estimate_s(args: argparse.Namespace) -> dict[str, float]:
+    """Seconds each phase should take on the 2-core machine of the committed results
+    (creates ~150/s, namespace deletion ~250 objects/s, the rest is waiting)."""
+    largest = max(args.sizes)
 
+    def rounds(lifetime: float) -> float:
+        return args.rounds * renew_wait(lifetime) + 20
 
-class Observer:
-    """What the watches saw: when each target Secret changed, and each status."""
-
-    def __init__(self) -> None:
-        self.secret_changes: dict[str, list[tuple[float, str, float | None]]] = defaultdict(list)
-        self.renewal_times: dict[str, list[float]] = defaultdict(list)
-        self.ready_at: dict[str, float] = {}
-
-    def on_secret(self, at: float, kind: str, obj: dict[str, Any]) -> None:
-        if kind == "DELETED":
-            return
-        meta = obj["metadata"]
-        annotations = meta.get("annotations") or {}
-        digest = annotations.get("tokensync.dev/token-digest", "")
-        key = f"{meta['namespace']}/{meta['name']}"
-        changes = self.secret_changes[key]
-        if not changes or changes[-1][1] != digest:
-            changes.append((at, digest, parse_time(annotations.get("tokensync.dev/expires-at"))))
-
-    def on_token(self, at: float, kind: str, obj: dict[str, Any]) -> None:
-        if kind == "DELETED":
-            return
-        meta = obj["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}"
-        status = obj.get("status") or {}
-        renewal = parse_time(status.get("renewalTime"))
-        times = self.renewal_times[key]
-        if renewal is not None and (not times or times[-1] != renewal):
-            times.append(renewal)
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        if ready and key not in self.ready_at:
-            self.ready_at[key] = at
+    phases = {
+        "start": 25.0,
+        "ceilings": 2 * largest / 1500 + sum(2 * n / 500 + n / 250 + 5 for n in args.sizes),
+        "bursts": sum(n / 150 + 10 + n / 250 for n in args.sizes),
+    }
+    if args.steady:
+        phases["steady"] = rounds(args.expires_in)
+        phases["restart"] = args.restart_window + 5
+        if args.outage_s:
+            phases["outage"] = args.outage_s + 30
+    if args.peer:
+        phases["peer"] = args.peer_window_s + 90
+    if args.scale:
+        phases["scale"] = 2 * args.scale / 130 + 10 + rounds(args.scale_expires_in)
+    return phases
 
 
 class Bench:
@@ -121,10 +95,14 @@ class Bench:
         self.series: dict[str, Any] = {}
         self.operator: subprocess.Popen[bytes] | None = None
         self.fake: subprocess.Popen[bytes] | None = None
+        self.namespaces: list[str] = []  # made by the bench, not yet deleted
 
     # Processes
     def start_cluster(self) -> ControlPlane:
-        audit, self.audit_log = audit_args(self.workdir, max_size_mb=2000)
+        # With the peer phase, the audit log also records external-secrets' requests.
+        peer = self.peer_user()
+        users = {"users": [OPERATOR_USER, peer]} if peer else {}
+        audit, self.audit_log = audit_args(self.workdir, max_size_mb=2000, **users)
         plane = start(
             self.workdir / "cluster",
             crd_dir=REPO / "crds",
@@ -134,7 +112,18 @@ class Bench:
         self.operator_kubeconfig = plane.service_account_kubeconfig(
             "tokensync-system", "tokensync", self.workdir / "operator.kubeconfig"
         )
+        self.plane = plane
         return plane
+
+    def peer_user(self) -> str:
+        """external-secrets' user when the peer phase runs (and bench/peer_eso.py is here)."""
+        if not getattr(self.args, "peer", 0):
+            return ""
+        try:
+            from peer_eso import ESO_USER
+        except ImportError:
+            return ""
+        return str(ESO_USER)
 
     def start_fake(self) -> str:
         port = free_port()
@@ -160,6 +149,7 @@ class Bench:
 
     def start_operator(self, host: str) -> None:
         self.operator_log = (self.workdir / "operator.log").open("ab")
+        self.health_port = free_port()
         self.operator = subprocess.Popen(
             [
                 sys.executable,
@@ -172,7 +162,7 @@ class Bench:
                 "--metrics-port",
                 "0",
                 "--health-port",
-                "0",
+                str(self.health_port),
                 "--workers",
                 str(self.args.workers),
             ],
@@ -186,51 +176,55 @@ class Bench:
             preexec_fn=die_with_parent,
         )
 
+    async def operator_ready(self, timeout_s: float = 60) -> None:
+        """Until the operator's /readyz answers 200: started, watching, API reachable."""
+        assert self.operator is not None
+        deadline = time.time() + timeout_s
+        async with httpx.AsyncClient() as client:
+            while time.time() < deadline:
+                if self.operator.poll() is not None:
+                    raise RuntimeError(f"the operator exited; see {self.workdir}/operator.log")
+                try:
+                    answer = await client.get(f"http://127.0.0.1:{self.health_port}/readyz")
+                    if answer.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"the operator was not ready within {timeout_s} s")
+
     def operator_usage(self) -> tuple[float, float]:
         """(CPU seconds, peak RSS MiB) of the running operator."""
         assert self.operator is not None
-        pid = self.operator.pid
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        status = Path(f"/proc/{pid}/status").read_text()
-        hwm = next(line for line in status.splitlines() if line.startswith("VmHWM"))
-        return cpu, int(hwm.split()[1]) / 1024
+        return cpu_seconds(self.operator.pid), memory_mib(self.operator.pid, "VmHWM")
+
+    def subject(self, api: BenchApi, observer: Observer, url: str) -> renewals.Subject:
+        assert self.operator is not None
+        pids = {
+            "operator": self.operator.pid,
+            "kube-apiserver": self.plane.component("kube-apiserver").pid,
+            "etcd": self.plane.component("etcd").pid,
+        }
+        return renewals.Subject(api, observer, url, self.audit_log, pids)
+
+    def summary(self, label: str, *prefixes: str) -> None:
+        """The one-line JSON of a phase's figures."""
+        shown = {k: v for k, v in self.results.items() if k.startswith(prefixes)}
+        print(f"{label}: {json.dumps(shown)}", flush=True)
 
     # Helpers
-    async def scrape(self, api: BenchApi) -> dict[tuple[tuple[str, str], ...], float]:
-        return metrics(await api.text("/metrics"), "apiserver_request_total")
-
-    @staticmethod
-    def delta(
-        before: dict[tuple[tuple[str, str], ...], float],
-        after: dict[tuple[tuple[str, str], ...], float],
-    ) -> dict[str, float]:
-        counted: dict[str, float] = defaultdict(float)
-        for labels, value in after.items():
-            change = value - before.get(labels, 0.0)
-            if change <= 0:
-                continue
-            label = dict(labels)
-            if label.get("resource") not in ("secrets", "providertokens", "events"):
-                continue
-            name = f"{label['verb']} {label['resource']}"
-            if label.get("subresource"):
-                name += f"/{label['subresource']}"
-            counted[name] += change
-        return dict(counted)
-
-    def token_manifest(self, namespace: str, index: int, url: str) -> dict[str, Any]:
+    def token_manifest(
+        self, namespace: str, index: int, url: str, lifetime: int | None = None
+    ) -> dict[str, Any]:
+        params = {"n": f"{namespace}-{index}"}
+        if lifetime:
+            params["lifetime"] = str(lifetime)  # the fake endpoint's expires_in for it
         return {
             "apiVersion": "tokensync.dev/v1alpha1",
             "kind": "ProviderToken",
             "metadata": {"name": f"t{index}", "namespace": namespace},
             "spec": {
-                "provider": {
-                    "oauth2": {
-                        "tokenUrl": f"{url}/token",
-                        "extraParams": {"n": f"{namespace}-{index}"},
-                    }
-                },
+                "provider": {"oauth2": {"tokenUrl": f"{url}/token", "extraParams": params}},
                 "credentialsRef": {"name": "creds"},
                 "target": {"name": f"t{index}-token"},
             },
@@ -238,6 +232,7 @@ class Bench:
 
     async def namespace(self, api: BenchApi, name: str) -> None:
         await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+        self.namespaces.append(name)
         await api.call(
             "POST",
             f"/api/v1/namespaces/{name}/secrets",
@@ -250,6 +245,8 @@ class Bench:
     async def remove_namespace(self, api: BenchApi, namespace: str) -> None:
         """Delete an earlier burst and wait until it is gone (its tokens renew no more)."""
         await api.call("DELETE", f"/api/v1/namespaces/{namespace}")
+        if namespace in self.namespaces:
+            self.namespaces.remove(namespace)
         deadline = time.time() + 300
         while time.time() < deadline:
             try:
@@ -259,116 +256,61 @@ class Bench:
             await asyncio.sleep(1)
         raise RuntimeError(f"namespace {namespace} was not deleted within 300 s")
 
-    async def settle(self, api: BenchApi) -> None:
-        """Wait until the operator's background Events of the burst are all posted."""
-        previous = -1.0
-        while True:
-            posted = sum(
-                v
-                for labels, v in (await self.scrape(api)).items()
-                if dict(labels).get("resource") == "events" and dict(labels).get("verb") == "POST"
-            )
-            if posted == previous:
-                return
-            previous = posted
-            await asyncio.sleep(3)
+    async def remove_all(self, api: BenchApi) -> None:
+        for namespace in list(self.namespaces):
+            await self.remove_namespace(api, namespace)
+
+    async def namespace_names(self, api: BenchApi) -> set[str]:
+        listed = await api.call("GET", "/api/v1/namespaces")
+        return {item["metadata"]["name"] for item in listed["items"]}
 
     # Phases
     async def ceiling(self, api: BenchApi, writes: int) -> None:
-        await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": "ceiling"}})
-        count = writes // 2
-        names = [f"s{i}" for i in range(count)]
-
-        async def create(name: str) -> None:
-            await api.call(
-                "POST",
-                "/api/v1/namespaces/ceiling/secrets",
-                {"metadata": {"name": name}, "stringData": {"token": "x" * 64}},
-            )
-
-        async def patch(name: str) -> None:
-            await api.call(
-                "PATCH",
-                f"/api/v1/namespaces/ceiling/secrets/{name}",
-                {"metadata": {"annotations": {"a": "b"}}, "stringData": {"token": "y" * 64}},
-            )
-
-        began = time.time()
-        await api.bulk(names, create, concurrency=64)
-        await api.bulk(names, patch, concurrency=64)
-        elapsed = time.time() - began
-        self.results["ceiling_writes"] = count * 2
-        self.results["ceiling_writes_per_s"] = round(count * 2 / elapsed, 1)
-        await api.call("DELETE", "/api/v1/namespaces/ceiling")
+        self.results.update(await ceilings.write_ceiling(api, writes))
 
     async def same_writes_ceiling(self, api: BenchApi, size: int, url: str) -> None:
-        """The bound for any operator: while ``size`` ProviderTokens are created as in the
-        burst, a tight client that already knows what to write makes each one's two
-        writes (its Secret, its status) as soon as its create returns. Nothing is
-        minted, nothing is watched: only the API server's cost of these writes."""
         namespace = "same-writes"
         await self.namespace(api, namespace)
-        base = f"/apis/tokensync.dev/v1alpha1/namespaces/{namespace}/providertokens"
-        created: asyncio.Queue[int] = asyncio.Queue()
-
-        async def create(index: int) -> None:
-            await api.call("POST", base, self.token_manifest(namespace, index, url))
-            created.put_nowait(index)
-
-        async def write() -> None:
-            while True:
-                index = await created.get()
-                await api.call(
-                    "POST",
-                    f"/api/v1/namespaces/{namespace}/secrets",
-                    {
-                        "metadata": {
-                            "name": f"t{index}-token",
-                            "labels": {"tokensync.dev/role": "token"},
-                        },
-                        "stringData": {"token": "x" * 64},
-                    },
-                )
-                moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                await api.call(
-                    "PATCH",
-                    f"{base}/t{index}/status",
-                    {
-                        "status": {
-                            "provider": "oauth2",
-                            "observedGeneration": 1,
-                            "expiresAt": moment,
-                            "renewalTime": moment,
-                            "lastMintTime": moment,
-                            "failedAttempts": 0,
-                            "conditions": [
-                                {
-                                    "type": "Ready",
-                                    "status": "True",
-                                    "reason": "Minted",
-                                    "message": f"token valid until {moment}",
-                                    "lastTransitionTime": moment,
-                                    "observedGeneration": 1,
-                                }
-                            ],
-                        }
-                    },
-                )
-                created.task_done()
-
-        writers = [asyncio.create_task(write()) for _ in range(48)]
-        began = time.time()
-        await api.bulk(list(range(size)), create, concurrency=48)
-        await created.join()
-        elapsed = time.time() - began
-        for writer in writers:
-            writer.cancel()
-        self.results[f"same_writes_{size}_converge_s"] = round(elapsed, 2)
-        self.results["same_writes_per_s"] = round(2 * size / elapsed, 1)
+        figures, per_s = await ceilings.same_writes(
+            api, namespace, size, lambda index: self.token_manifest(namespace, index, url)
+        )
+        self.results.update(figures)
+        if size == max(self.args.sizes):
+            self.results["same_writes_per_s"] = per_s
         await self.remove_namespace(api, namespace)
 
-    async def burst(self, api: BenchApi, observer: Observer, size: int, url: str) -> str:
-        namespace = f"burst-{size}"
+    async def idle(self) -> None:
+        """The operator's VmRSS once it watches, with no ProviderToken yet."""
+        assert self.operator is not None
+        await self.operator_ready()
+        rss, stable = await stable_rss(self.operator.pid)
+        if not stable:
+            print("warning: the idle operator's RSS did not settle within 60 s", flush=True)
+        self.results["idle_rss_mib"] = round(rss, 1)
+
+    def memory(self, size: int) -> None:
+        """VmRSS with ``size`` tokens held, and what each costs over the idle operator."""
+        assert self.operator is not None
+        rss = memory_mib(self.operator.pid)
+        self.results[f"rss_at_{size}_mib"] = round(rss, 1)
+        if "idle_rss_mib" in self.results:
+            per_token = (rss - self.results["idle_rss_mib"]) / size * 1024
+            self.results[f"kib_per_token_{size}"] = round(per_token, 2)
+
+    async def burst(
+        self,
+        api: BenchApi,
+        observer: Observer,
+        size: int,
+        url: str,
+        *,
+        prefix: str = "",
+        namespace: str = "",
+        lifetime: int | None = None,
+        timeout_s: float = 0,
+    ) -> str:
+        prefix = prefix or f"burst_{size}"
+        namespace = namespace or f"burst-{size}"
         await self.namespace(api, namespace)
         watchers = [
             asyncio.create_task(
@@ -387,54 +329,56 @@ class Bench:
         ]
         self.watchers.extend(watchers)
         await asyncio.sleep(0.5)  # let both watches open before the first object exists
-        before = await self.scrape(api)
+        before = await request_counts(api)
 
         async def create(index: int) -> None:
             await api.call(
                 "POST",
                 f"/apis/tokensync.dev/v1alpha1/namespaces/{namespace}/providertokens",
-                self.token_manifest(namespace, index, url),
+                self.token_manifest(namespace, index, url, lifetime),
             )
 
         cpu_before, _ = self.operator_usage()
         system_before = process_cpu()
         began = time.time()
         created = await api.bulk(list(range(size)), create, concurrency=48)
-        self.results[f"burst_{size}_create_s"] = round(time.time() - began, 2)
-        keys = [f"{namespace}/t{i}" for i in range(size)]
-        deadline = began + self.args.burst_timeout
+        self.results[f"{prefix}_create_s"] = round(time.time() - began, 2)
+        deadline = began + (timeout_s or self.args.burst_timeout)
+        pending = set(range(size))
         while time.time() < deadline:
-            secrets = sum(
-                1 for i in range(size) if observer.secret_changes.get(f"{namespace}/t{i}-token")
-            )
-            ready = sum(1 for key in keys if key in observer.ready_at)
-            if secrets == size and ready == size:
+            pending = {
+                i
+                for i in pending
+                if not observer.secret_changes.get(f"{namespace}/t{i}-token")
+                or f"{namespace}/t{i}" not in observer.ready_at
+            }
+            if not pending:
                 break
             await asyncio.sleep(0.1)
         converged = time.time() - began
         cpu_after, peak_rss = self.operator_usage()
-        self.results[f"burst_{size}_operator_peak_rss_mib"] = round(peak_rss, 1)
+        self.results[f"{prefix}_operator_peak_rss_mib"] = round(peak_rss, 1)
         system_after = process_cpu()
-        self.results[f"burst_{size}_cpu_share"] = {
+        self.results[f"{prefix}_cpu_share"] = {
             name: round((system_after.get(name, 0) - cpu) / converged, 2)
             for name, cpu in system_before.items()
         }
-        self.results[f"burst_{size}_operator_cpu_ms_per_token"] = round(
+        self.results[f"{prefix}_operator_cpu_ms_per_token"] = round(
             (cpu_after - cpu_before) / size * 1000, 2
         )
-        after = await self.scrape(api)
-        latencies = [
-            observer.secret_changes[f"{namespace}/t{i}-token"][0][0] - created[i]
+        after = await request_counts(api)
+        firsts = {
+            i: changes[0][0]
             for i in range(size)
-            if observer.secret_changes.get(f"{namespace}/t{i}-token")
-        ]
-        writes = self.delta(before, after)
+            if (changes := observer.secret_changes.get(f"{namespace}/t{i}-token"))
+        }
+        latencies = [at - created[i] for i, at in firsts.items()]
+        writes = request_delta(before, after)
         operator_writes = sum(
             v
             for k, v in writes.items()
             if k in ("POST secrets", "PATCH secrets", "PATCH providertokens/status", "POST events")
         )
-        prefix = f"burst_{size}"
         self.results.update(
             {
                 f"{prefix}_converge_s": round(converged, 2),
@@ -447,103 +391,22 @@ class Bench:
                 f"{prefix}_operator_writes_per_s": round(operator_writes / converged, 1),
             }
         )
-        arrivals = sorted(
-            observer.secret_changes[f"{namespace}/t{i}-token"][0][0] - began
-            for i in range(size)
-            if observer.secret_changes.get(f"{namespace}/t{i}-token")
-        )
-        self.series[f"{prefix}_arrivals"] = arrivals
+        self.series[f"{prefix}_arrivals"] = sorted(at - began for at in firsts.values())
+        await settle(api)
+        self.memory(size)
         return namespace
 
     async def steady(self, api: BenchApi, observer: Observer, namespace: str, url: str) -> None:
-        size = self.args.steady
-        keys = [f"{namespace}/t{i}" for i in range(size)]
-        rounds = self.args.rounds
-        await self.settle(api)
-        async with httpx.AsyncClient() as client:
-            await client.post(url + "/reset")
-        before = await self.scrape(api)
-        cpu_before, _ = self.operator_usage()
-        began = time.time()
-        deadline = began + self.args.expires_in * (rounds + 1) + 120
-
-        def renewed_enough() -> bool:
-            return all(len(observer.secret_changes[f"{k}-token"]) >= rounds + 1 for k in keys)
-
-        while time.time() < deadline and not renewed_enough():
-            await asyncio.sleep(1)
-        ended = time.time()
-        after = await self.scrape(api)
-        cpu_after, peak_rss = self.operator_usage()
-        async with httpx.AsyncClient() as client:
-            log = (await client.get(url + "/stats")).json()
-        # Lateness: each mint against the renewalTime the status announced before it.
-        lateness: list[float] = []
-        mints: dict[str, list[float]] = defaultdict(list)
-        for at, index in log:
-            mints[index].append(at)
-        for key in keys:
-            ns, name = key.split("/")
-            announced = observer.renewal_times[key]
-            for at in mints.get(f"{ns}-{name[1:]}", []):
-                due = max((r for r in announced if r <= at + 5), default=None)
-                if due is not None:
-                    lateness.append(at - due)
-        renewals = len(lateness)
-        # Seconds any Secret held an expired token: gap between an expiry and the next write.
-        expired = 0.0
-        for key in keys:
-            changes = observer.secret_changes[f"{key}-token"]
-            for previous, following in itertools.pairwise(changes):
-                if previous[2] is not None and following[0] > previous[2]:
-                    expired += following[0] - previous[2]
-            if changes and changes[-1][2] is not None and ended > changes[-1][2]:
-                expired += ended - changes[-1][2]
-        requests = self.delta(before, after)
-        writes = sum(v for k, v in requests.items() if not k.startswith(("WATCH", "LIST", "GET")))
-        audit = read_audit(self.audit_log)
-        unfiltered = sum(
-            1
-            for e in audit
-            if e.get("user", {}).get("username") == OPERATOR_USER
-            and (e.get("objectRef") or {}).get("resource") == "secrets"
-            and e.get("verb") in ("list", "watch")
-            and "labelSelector=" not in e.get("requestURI", "")
+        figures, lateness = await renewals.observe_rounds(
+            self.subject(api, observer, url),
+            namespace,
+            self.args.steady,
+            self.args.rounds,
+            self.args.expires_in,
         )
-        by_operator: dict[str, int] = defaultdict(int)
-        for e in audit:
-            if (
-                e.get("user", {}).get("username") != OPERATOR_USER
-                or e.get("stage") != "ResponseComplete"
-            ):
-                continue
-            received = parse_time(e.get("requestReceivedTimestamp")) or 0
-            if not began <= received <= ended:
-                continue
-            ref = e.get("objectRef") or {}
-            name = f"{e['verb']} {ref.get('resource', '')}" + (
-                f"/{ref['subresource']}" if ref.get("subresource") else ""
-            )
-            by_operator[name] += 1
-        self.results.update(
-            {
-                "steady_tokens": size,
-                "steady_window_s": round(ended - began, 1),
-                "renewals": renewals,
-                "renew_lateness_p50_s": round(percentile(lateness, 0.5), 3),
-                "renew_lateness_p99_s": round(percentile(lateness, 0.99), 3),
-                "renew_lateness_max_s": round(max(lateness), 3) if lateness else None,
-                "expired_token_seconds": round(expired, 3),
-                "api_requests_in_window": requests,
-                "operator_requests_in_window_audit": dict(by_operator),
-                "writes_per_renewal": round(writes / renewals, 3) if renewals else None,
-                "unfiltered_secret_list_watch_calls": unfiltered,
-                "cpu_s_per_1000_renewals": round((cpu_after - cpu_before) / renewals * 1000, 2)
-                if renewals
-                else None,
-                "peak_rss_mib": round(peak_rss, 1),
-            }
-        )
+        renamed = {"tokens": "steady_tokens", "window_s": "steady_window_s"}
+        renamed["expires_in"] = "steady_expires_in"
+        self.results.update({renamed.get(k, k): v for k, v in figures.items()})
         self.series["lateness"] = lateness
 
     async def restart(self, api: BenchApi, observer: Observer, namespace: str, url: str) -> None:
@@ -586,49 +449,125 @@ class Bench:
             }
         )
 
+    async def outage(self, api: BenchApi, observer: Observer, namespace: str, url: str) -> None:
+        size = self.args.steady
+        figures, recovery = await renewals.outage(
+            self.subject(api, observer, url),
+            namespace,
+            size,
+            self.args.outage_s,
+            recovery_timeout_s=max(120, size / 20),
+        )
+        self.results.update(figures)
+        self.series["outage_recovery"] = recovery
+
+    async def peer(self, plane: ControlPlane, api: BenchApi, url: str) -> None:
+        """bench/peer_eso.py: external-secrets and tokensync side by side. A failure there
+        is recorded (``peer_error``) and the scale run still runs."""
+        assert self.operator is not None
+        before = await self.namespace_names(api)
+        try:
+            import peer_eso
+
+            keys, series = await peer_eso.run_peer(
+                plane=plane,
+                api=api,
+                fake_url=url,
+                operator_pid=self.operator.pid,
+                audit_log=self.audit_log,
+                workdir=self.workdir,
+                size=self.args.peer,
+                window_s=self.args.peer_window_s,
+            )
+            self.results.update(keys)
+            self.series.update(series)
+        except Exception as error:
+            traceback.print_exc()
+            self.results["peer_error"] = repr(error)
+        else:
+            try:
+                peer_eso.plot_peer(keys, series, self.args.out)  # peer.png: the report links it
+            except ImportError as error:
+                print(f"warning: no peer.png: {error}", flush=True)
+        for namespace in sorted(await self.namespace_names(api) - before):
+            try:
+                await self.remove_namespace(api, namespace)
+            except RuntimeError as error:
+                print(f"warning: {error}", flush=True)
+
+    async def scale(self, api: BenchApi, observer: Observer, url: str) -> None:
+        """N ProviderTokens (the burst's manifest, ``--scale-expires-in`` lifetimes) in
+        their own namespace, then renewal rounds observed as in the steady phase."""
+        assert self.operator is not None
+        size = self.args.scale
+        prefix = f"scale_{size}"
+        await self.remove_all(api)
+        self.results[f"{prefix}_rss_before_mib"] = round(memory_mib(self.operator.pid), 1)
+        namespace = await self.burst(
+            api,
+            observer,
+            size,
+            url,
+            prefix=prefix,
+            namespace=f"scale-{size}",
+            lifetime=self.args.scale_expires_in,
+            timeout_s=max(self.args.burst_timeout, size / 20),
+        )
+        self.summary(f"scale {size} burst", prefix, f"rss_at_{size}", f"kib_per_token_{size}")
+        figures, lateness = await renewals.observe_rounds(
+            self.subject(api, observer, url),
+            namespace,
+            size,
+            self.args.rounds,
+            self.args.scale_expires_in,
+        )
+        observed = {f"{prefix}_{k}": v for k, v in figures.items()}
+        self.results.update(observed)
+        self.series[f"{prefix}_lateness"] = lateness
+        print(f"scale {size} rounds: {json.dumps(observed)}", flush=True)
+
     async def run(self) -> None:
         plane = self.start_cluster()
         url = self.start_fake()
         api = BenchApi(plane)
         self.watchers: list[asyncio.Task[None]] = []
         observer = Observer()
+        args = self.args
         try:
-            await self.ceiling(api, writes=2 * max(self.args.sizes))
-            await self.same_writes_ceiling(api, max(self.args.sizes), url)
-            print(
-                "ceilings:",
-                json.dumps(
-                    {k: v for k, v in self.results.items() if k.startswith(("ceiling", "same"))}
-                ),
-                flush=True,
-            )
+            await self.ceiling(api, writes=2 * max(args.sizes))
+            self.summary("ceiling", "ceiling")
+            for size in args.sizes:
+                await self.same_writes_ceiling(api, size, url)
+                self.summary(f"same-writes {size}", f"same_writes_{size}", "same_writes_per")
             self.start_operator(url.removeprefix("http://"))
+            await self.idle()
+            self.summary("idle", "idle")
             namespace = ""
-            for size in self.args.sizes:
+            for size in args.sizes:
                 if namespace:
                     await self.remove_namespace(api, namespace)
                 namespace = await self.burst(api, observer, size, url)
-                burst = {k: v for k, v in self.results.items() if k.startswith(f"burst_{size}")}
-                print(
-                    f"burst {size}: {json.dumps(burst)}",
-                    flush=True,
+                self.summary(
+                    f"burst {size}", f"burst_{size}", f"rss_at_{size}", f"kib_per_token_{size}"
                 )
-            if self.args.steady:
+            if args.steady:
                 await self.steady(api, observer, namespace, url)
-                print(
-                    "steady:",
-                    json.dumps(
-                        {
-                            k: v
-                            for k, v in self.results.items()
-                            if k.startswith(
-                                ("renew", "expired", "writes", "peak", "cpu", "unfiltered")
-                            )
-                        }
-                    ),
-                    flush=True,
+                self.summary(
+                    "steady",
+                    *("renew", "expired", "writes", "peak", "cpu", "unfiltered"),
+                    *("apiserver_cpu", "etcd_cpu"),
                 )
                 await self.restart(api, observer, namespace, url)
+                self.summary("restart", "restart")
+                if args.outage_s:
+                    await self.outage(api, observer, namespace, url)
+                    self.summary("outage", "outage")
+            await self.remove_all(api)
+            if args.peer:
+                await self.peer(plane, api, url)
+                self.summary("peer", "peer")
+            if args.scale:
+                await self.scale(api, observer, url)
         finally:
             for task in self.watchers:
                 task.cancel()
@@ -637,53 +576,94 @@ class Bench:
                 if process and process.poll() is None:
                     process.kill()
             plane.stop()
-        largest = max(self.args.sizes)
-        self.results["converge_fraction_of_ceiling"] = round(
-            self.results[f"burst_{largest}_operator_writes_per_s"]
-            / self.results["ceiling_writes_per_s"],
+        self.summarise()
+
+    def summarise(self) -> None:
+        """The figures made of other figures, and what the run was."""
+        results, args = self.results, self.args
+        largest = max(args.sizes)
+        results["converge_fraction_of_ceiling"] = round(
+            results[f"burst_{largest}_operator_writes_per_s"] / results["ceiling_writes_per_s"],
             3,
         )
         # What a perfect operator could reach on this machine (docs/decisions/0004).
-        self.results["same_writes_fraction_of_ceiling"] = round(
-            self.results["same_writes_per_s"] / self.results["ceiling_writes_per_s"], 3
+        results["same_writes_fraction_of_ceiling"] = round(
+            results["same_writes_per_s"] / results["ceiling_writes_per_s"], 3
         )
-        self.results["converge_fraction_of_same_writes"] = round(
-            self.results[f"burst_{largest}_operator_writes_per_s"]
-            / self.results["same_writes_per_s"],
-            3,
+        results["converge_fraction_of_same_writes"] = round(
+            results[f"burst_{largest}_operator_writes_per_s"] / results["same_writes_per_s"], 3
         )
-        self.results["machine"] = {
+        # Both p99s from the moment the create is sent, as burst_*_p99_s has always been
+        # counted: the operator cannot act before the create is stored, nor can the tight
+        # client, so the create's own wait is in both or in neither.
+        for size in args.sizes:
+            bound = results.get(f"same_writes_{size}_p99_from_create_sent_s")
+            if bound:
+                ratio = results[f"burst_{size}_p99_s"] / bound
+                results[f"burst_{size}_p99_over_same_writes"] = round(ratio, 2)
+        measured = [n for n in [*args.sizes, args.scale] if f"kib_per_token_{n}" in results]
+        if measured:
+            results["kib_per_token"] = results[f"kib_per_token_{max(measured)}"]
+        results["machine"] = {
             "cores": os.cpu_count(),
             "memory_gib": round(
                 os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
             ),
             "python": platform.python_version(),
         }
-        self.results["date"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.results["parameters"] = vars(self.args) | {"sizes": self.args.sizes}
+        results["date"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        results["parameters"] = vars(args) | {"sizes": args.sizes}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000,5000", help="burst sizes, comma-separated")
-    parser.add_argument("--steady", type=int, default=5000, help="0 skips steady and restart")
+    parser.add_argument(
+        "--steady", type=int, default=5000, help="0 skips steady, restart and outage"
+    )
     parser.add_argument("--expires-in", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="renewal rounds (steady, scale)")
     parser.add_argument("--latency", type=float, default=0.0, help="token endpoint latency (s)")
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--burst-timeout", type=float, default=600)
     parser.add_argument("--restart-window", type=float, default=30)
+    parser.add_argument(
+        "--outage-s",
+        type=float,
+        default=None,
+        help="token endpoint down this long after the restart (default expires-in + 30; 0 skips)",
+    )
+    parser.add_argument("--peer", type=int, default=1000, help="external-secrets side by side")
+    parser.add_argument("--peer-window-s", type=float, default=720)
+    parser.add_argument("--scale", type=int, default=20000, help="the last run's size; 0 skips")
+    parser.add_argument("--scale-expires-in", type=int, default=300)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.steady and args.steady != max(args.sizes):
         parser.error("--steady must equal the largest burst size (the steady set is that burst)")
+    if args.outage_s is None:
+        args.outage_s = args.expires_in + 30
+    phases = estimate_s(args)
+    print(
+        f"estimated duration: ~{sum(phases.values()) / 60:.0f} min "
+        f"({', '.join(f'{name} {s / 60:.1f}' for name, s in phases.items())})",
+        flush=True,
+    )
+    began = time.time()
     bench = Bench(args)
-    asyncio.run(bench.run())
+    try:
+        asyncio.run(bench.run())
+    except BaseException:
+        partial = bench.workdir / "partial-results.json"
+        partial.write_text(json.dumps(bench.results, indent=2, sort_keys=True, default=str))
+        print(f"the run failed; its figures so far are in {partial}", file=sys.stderr)
+        raise
+    bench.results["bench_duration_s"] = round(time.time() - began)
     from report import write_report
 
     write_report(bench.results, bench.series, args.out)
-    print(f"results in {args.out}")
+    print(f"took {(time.time() - began) / 60:.1f} min; results in {args.out}")
 
 
 if __name__ == "__main__":
