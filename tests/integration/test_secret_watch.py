@@ -17,6 +17,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client import Configuration
 
 from support.objects import Cluster
+from support.waiting import async_wait_for
 from tokensync import names
 from tokensync.kube import KubeApi
 from tokensync.model import object_key
@@ -42,13 +43,6 @@ def labelled(name: str, value: str = names.ROLE_TOKEN) -> dict[str, Any]:
         "metadata": {"name": name, "labels": {names.ROLE_LABEL: value}},
         "stringData": {"token": f"value-{uuid.uuid4().hex}"},
     }
-
-
-async def until(condition: Any, what: str, timeout_s: float = 15) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("scope", ["namespace", "cluster"])
@@ -97,7 +91,11 @@ async def test_the_watch_follows_the_labelled_secrets_and_nothing_else(
             namespace,
             {"metadata": {"labels": {names.ROLE_LABEL: names.ROLE_CREDENTIALS}}},
         )
-        await until(lambda: len(seen) >= 5, "five events")
+
+        async def five_events() -> bool:
+            return len(seen) >= 5
+
+        await async_wait_for(five_events, timeout_s=15, what="five events")
         assert watch.running()
     finally:
         await watch.stop()
@@ -155,7 +153,11 @@ async def test_a_secret_deleted_between_list_and_watch_is_reported_deleted(
 
     watch.start(deliver)
     try:
-        await until(lambda: ("DELETED", "deleted") in seen, "the deletion to be reported")
+
+        async def deletion_reported() -> bool:
+            return ("DELETED", "deleted") in seen
+
+        await async_wait_for(deletion_reported, timeout_s=15, what="the deletion to be reported")
         assert watch.running()
     finally:
         await watch.stop()

@@ -186,7 +186,10 @@ async def test_follow_ups_wait_for_a_bounded_pool_of_finishers() -> None:
         await release.wait()
         finished.append(key)
 
+    handled: list[str] = []
+
     async def handle(key: str) -> object:
+        handled.append(key)
         return follow_up(key)
 
     queue: WorkQueue[str] = WorkQueue(handle, workers=2, clock=system_clock, finishers=3)
@@ -194,8 +197,9 @@ async def test_follow_ups_wait_for_a_bounded_pool_of_finishers() -> None:
     keys = [f"k{i}" for i in range(10)]
     for key in keys:
         queue.enqueue(key)
-    await _until(lambda: len(started) == 3)
-    await asyncio.sleep(0.05)  # the other seven have been handled and wait for a finisher
+    # Every key handled, and the finishers have taken what they can: the other seven
+    # follow-ups wait for one of the three.
+    await _until(lambda: len(handled) == 10 and len(started) == 3)
     assert len(started) == 3
     assert all(queue.busy(key) for key in keys)
     release.set()
